@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 )
 
 // Limits bound what Decode accepts, so that a hostile or broken peer cannot
@@ -170,13 +171,31 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 func Decode(r io.Reader, lim Limits) (*Bundle, *PayloadReader, error) {
 	lim = lim.withDefaults()
 	br, ok := r.(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
+	pooled := !ok
+	if pooled {
+		br = readerPool.Get().(*bufio.Reader)
+		br.Reset(r)
 	}
+	b, pr, err := decode(br, lim)
+	if pr != nil {
+		pr.pooled = pooled
+	} else if pooled {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}
+	return b, pr, err
+}
+
+// readerPool recycles Decode's read buffers: allocating and clearing one per
+// small bundle would cost more than decoding it. A large payload bypasses
+// the buffer, since bufio reads straight into big caller buffers.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+func decode(br *bufio.Reader, lim Limits) (*Bundle, *PayloadReader, error) {
 	h := &headReader{r: br}
 	first, err := h.readByte()
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading bundle: %w", err)
+		return nil, nil, fmt.Errorf("reading bundle: %w", eofIsMalformed(err))
 	}
 	if first != cborIndefiniteArr {
 		return nil, nil, wrap(ErrNotBundle, "first byte is %#02x", first)
@@ -305,6 +324,7 @@ type PayloadReader struct {
 	remaining uint64
 	crc       crcState
 	err       error
+	pooled    bool // br came from readerPool and goes back once finished
 }
 
 // Len is the payload's declared length.
@@ -319,6 +339,11 @@ func (p *PayloadReader) Read(buf []byte) (int, error) {
 	}
 	if p.remaining == 0 {
 		p.err = p.finish()
+		if p.pooled {
+			p.br.Reset(nil)
+			readerPool.Put(p.br)
+			p.br, p.h, p.pooled = nil, nil, false
+		}
 		return 0, p.err
 	}
 	if uint64(len(buf)) > p.remaining {

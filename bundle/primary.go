@@ -51,17 +51,17 @@ type CreationTimestamp struct {
 type BundleFlags uint64
 
 const (
-	FlagIsFragment           BundleFlags = 0x000001
-	FlagAdminRecord          BundleFlags = 0x000002
-	FlagMustNotFragment      BundleFlags = 0x000004
-	FlagAppAckRequested      BundleFlags = 0x000020
-	FlagStatusTimeRequested  BundleFlags = 0x000040
-	FlagReportReception      BundleFlags = 0x004000
-	FlagReportForwarding     BundleFlags = 0x010000
-	FlagReportDelivery       BundleFlags = 0x020000
-	FlagReportDeletion       BundleFlags = 0x040000
-	flagReportMask                       = FlagReportReception | FlagReportForwarding | FlagReportDelivery | FlagReportDeletion
-	knownBundleFlags                     = FlagIsFragment | FlagAdminRecord | FlagMustNotFragment | FlagAppAckRequested | FlagStatusTimeRequested | flagReportMask
+	FlagIsFragment          BundleFlags = 0x000001
+	FlagAdminRecord         BundleFlags = 0x000002
+	FlagMustNotFragment     BundleFlags = 0x000004
+	FlagAppAckRequested     BundleFlags = 0x000020
+	FlagStatusTimeRequested BundleFlags = 0x000040
+	FlagReportReception     BundleFlags = 0x004000
+	FlagReportForwarding    BundleFlags = 0x010000
+	FlagReportDelivery      BundleFlags = 0x020000
+	FlagReportDeletion      BundleFlags = 0x040000
+	flagReportMask                      = FlagReportReception | FlagReportForwarding | FlagReportDelivery | FlagReportDeletion
+	knownBundleFlags                    = FlagIsFragment | FlagAdminRecord | FlagMustNotFragment | FlagAppAckRequested | FlagStatusTimeRequested | flagReportMask
 )
 
 var bundleFlagNames = []struct {
