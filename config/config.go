@@ -65,12 +65,12 @@ type Log struct {
 // QUIC configures the QUIC convergence layer.
 type QUIC struct {
 	// Listen is host:port; "" disables listening (a mule that only dials).
-	Listen              string        `yaml:"listen"`
-	KeepAlive           time.Duration `yaml:"keepalive"`
-	IdleTimeout         time.Duration `yaml:"idle_timeout"`
-	MaxIncomingStreams  int64         `yaml:"max_incoming_streams"`
-	HandshakeTimeout    time.Duration `yaml:"handshake_timeout"`
-	MaxConcurrentSends  int           `yaml:"max_concurrent_sends"`
+	Listen             string        `yaml:"listen"`
+	KeepAlive          time.Duration `yaml:"keepalive"`
+	IdleTimeout        time.Duration `yaml:"idle_timeout"`
+	MaxIncomingStreams int64         `yaml:"max_incoming_streams"`
+	HandshakeTimeout   time.Duration `yaml:"handshake_timeout"`
+	MaxConcurrentSends int           `yaml:"max_concurrent_sends"`
 }
 
 // API configures the local HTTP API.

@@ -28,6 +28,8 @@ func newRootCmd() *cobra.Command {
 	// Each subcommand lives in its own file and is added here, one line each.
 	root.AddCommand(
 		newBundleCmd(),
+		newAdapterCmd(),
+		newIdentityCmd(),
 	)
 	return root
 }

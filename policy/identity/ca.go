@@ -210,7 +210,7 @@ func ParseRequest(data []byte) (*Request, error) {
 	}
 	pub, ok := csr.PublicKey.(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("identity: certificate request: %w: it holds a %T", ErrNotEd25519, csr.PublicKey)
+		return nil, fmt.Errorf("identity: certificate request: %w: its key is %s", ErrNotEd25519, csr.PublicKeyAlgorithm)
 	}
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("identity: certificate request is not signed by the key it carries: %w", err)

@@ -111,7 +111,7 @@ func newIdentity(key ed25519.PrivateKey, chain []*x509.Certificate) (*Identity, 
 	leaf := chain[0]
 	pub, ok := leafKey(leaf)
 	if !ok {
-		return nil, &VerifyError{Kind: ErrNotEd25519, Cert: describe(leaf), Reason: fmt.Sprintf("it holds a %T", leaf.PublicKey)}
+		return nil, &VerifyError{Kind: ErrNotEd25519, Cert: describe(leaf), Reason: fmt.Sprintf("its key is %s", leaf.PublicKeyAlgorithm)}
 	}
 	if !pub.Equal(key.Public()) {
 		return nil, fmt.Errorf("%w (key %s, certificate %s %s)",
@@ -149,6 +149,10 @@ func (id *Identity) NodeID() string { return id.nodeID }
 // Name is the member name (campfire/alice) of a CA-issued identity, or "" for
 // a self-signed one.
 func (id *Identity) Name() string { return id.name }
+
+// SelfSigned reports whether the leaf is signed by the identity's own key,
+// that is, not (yet) issued by a group CA.
+func (id *Identity) SelfSigned() bool { return selfSigned(id.chain[0]) }
 
 // Fingerprint is the SHA-256 fingerprint of the identity's public key, the
 // value peers pin.
@@ -218,7 +222,7 @@ func Load(dir string) (*Identity, error) {
 	}
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("identity: %s: %w", keyPath, err)
+		return nil, fmt.Errorf("identity: %s: %w (restore it from a backup, or make a new identity with `mulegate identity init --force`; peers that pinned the old key will then refuse this node)", keyPath, err)
 	}
 	certPEM, err := readFile(certPath)
 	if err != nil {
