@@ -71,6 +71,11 @@ func (e *Error) Error() string { return e.msg }
 
 func newError(reason StatusReason, msg string) *Error { return &Error{Reason: reason, msg: msg} }
 
+// NewError makes a new class of rejection with its status report reason,
+// for packages that refuse bundles for their own reasons (policy, the
+// store). Create each once, as a package-level value, and wrap it.
+func NewError(reason StatusReason, msg string) *Error { return newError(reason, msg) }
+
 // The rules a bundle can break. Each error returned by this package wraps
 // exactly one of these.
 var (
