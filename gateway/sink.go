@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/convergence"
+	"github.com/mulegate/mulegate/gateway/control"
+	"go.uber.org/zap"
+)
+
+// maxControlPayload bounds the administrative records this node reads into
+// memory from a peer: a full summary of a million bundles is 16 MB.
+const maxControlPayload = 32 << 20
+
+// Receive is the node's side of every convergence layer: a peer's bundle
+// goes through the pipeline and is acknowledged (nil) only once stored.
+// Summary vectors addressed to this node are taken in and never stored.
+func (n *Node) Receive(ctx context.Context, s convergence.Session, b *bundle.Bundle, payload *bundle.PayloadReader) error {
+	d := door{kind: "peer", peer: s.Peer().NodeID()}
+	if b.IsAdminRecord() && b.Primary.Destination == n.id {
+		handled, err := n.receiveControl(ctx, s, b, payload)
+		if handled {
+			return err
+		}
+	}
+	if b.Primary.IsFragment() {
+		if done, err := n.resume(ctx, d, b, payload); done {
+			return err
+		}
+	}
+	return n.ingest(ctx, d, b, payload, true)
+}
+
+// receiveControl takes in a mulegate control record. It reports false for
+// administrative records that are not control records (status reports),
+// which the caller stores like any bundle; payload is then untouched.
+func (n *Node) receiveControl(ctx context.Context, s convergence.Session, b *bundle.Bundle, payload *bundle.PayloadReader) (bool, error) {
+	if b.Payload.Length > maxControlPayload {
+		return false, nil
+	}
+	data, err := io.ReadAll(payload)
+	if err != nil {
+		return true, err
+	}
+	rec, err := bundle.UnmarshalAdminRecord(data)
+	if err != nil || rec.Type != control.RecordSummary {
+		// Not ours: store it as received (a status report, say).
+		return true, n.ingest(ctx, door{kind: "peer", peer: s.Peer().NodeID()}, b, bytes.NewReader(data), false)
+	}
+	sum, err := control.UnmarshalSummary(rec.Content)
+	if err != nil {
+		n.metrics.rejected.WithLabelValues("peer", bundle.ReasonBlockUnintelligible.String()).Inc()
+		n.log.Warn("bad summary from a peer", zap.Stringer("peer", s.Peer()), zap.Error(err))
+		return true, convergence.Reject(bundle.ReasonBlockUnintelligible, fmt.Errorf("summary: %w", err))
+	}
+	if c := n.contactFor(s); c != nil {
+		c.applySummary(ctx, sum)
+	}
+	return true, nil
+}
+
