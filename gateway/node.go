@@ -158,6 +158,7 @@ func New(opts Options) (*Node, error) {
 		n.store.Close()
 		return nil, err
 	}
+	n.metrics.reg.MustRegister(gauges{n})
 	if err := n.loadHeld(ctx); err != nil {
 		n.closeStorage()
 		return nil, err

@@ -30,6 +30,8 @@ func newRootCmd() *cobra.Command {
 		newBundleCmd(),
 		newAdapterCmd(),
 		newIdentityCmd(),
+		newRunCmd(),
+		newConfigCmd(),
 	)
 	return root
 }
