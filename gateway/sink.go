@@ -62,4 +62,3 @@ func (n *Node) receiveControl(ctx context.Context, s convergence.Session, b *bun
 	}
 	return true, nil
 }
-
