@@ -90,6 +90,7 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 	}
 	defer w.Abort(false)
 	if _, err := io.Copy(w, payload); err != nil {
+		n.log.Debug("payload ended early", zap.String("bundle", w.ID()), zap.Uint64("received", w.Offset()), zap.Error(err))
 		if keepPartial && errors.Is(err, convergence.ErrInterrupted) && w.Offset() > 0 {
 			if aerr := w.Abort(true); aerr != nil {
 				n.log.Warn("keeping a partial reception", zap.String("bundle", w.ID()), zap.Error(aerr))
