@@ -1,0 +1,172 @@
+// Package sdk is what a delivery adapter imports: implement
+// plugins.Adapter, then call Serve from main.
+//
+//	func main() {
+//		log := sdk.NewLogger()
+//		if err := sdk.Serve(myadapter.New(log)); err != nil {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//	}
+//
+// Serve speaks the go-plugin handshake and serves the adapter over gRPC with
+// mutual TLS. It also makes sure the adapter never outlives the node that
+// started it: the node asks the kernel to kill the adapter when it dies, and
+// as a second line Serve exits when the node's lifeline pipe closes or the
+// adapter's parent process changes.
+//
+// Logs go to stderr as JSON lines that the node re-logs under the adapter's
+// name (NewLogger). Never write to stdout: before the handshake the node
+// refuses an adapter that does, and after it the node logs stdout as noise.
+package sdk
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+
+	"github.com/mulegate/mulegate/plugins"
+)
+
+// Environment variables the node sets for its adapters, beside go-plugin's
+// own. They are part of the contract for adapters written without this SDK.
+const (
+	// EnvHostPID is the node's process ID. An adapter whose parent process
+	// is no longer this one exits.
+	EnvHostPID = "MULEGATE_HOST_PID"
+	// EnvLifelineFD is the number of a file descriptor (a pipe) that the
+	// node never writes to and holds open while it lives. When a read from
+	// it returns end of file, the node is gone and the adapter exits.
+	EnvLifelineFD = "MULEGATE_HOST_LIFELINE_FD"
+	// EnvLogLevel is the node's log level (debug, info, warn, error), so that
+	// adapters do not format lines the node would drop.
+	EnvLogLevel = "MULEGATE_ADAPTER_LOG_LEVEL"
+	// EnvAdapterName is the adapter's name in the node's configuration.
+	EnvAdapterName = "MULEGATE_ADAPTER_NAME"
+)
+
+// ErrNotStartedByNode is returned by Serve when the program was run by hand
+// rather than by a mulegate node.
+var ErrNotStartedByNode = errors.New("this program is a mulegate adapter: a mulegate node starts it " +
+	"(list it under `adapters:` in the node's configuration); it does not run on its own")
+
+// Option changes how Serve runs.
+type Option func(*serveOptions)
+
+type serveOptions struct {
+	log        *zap.Logger
+	parentPoll time.Duration
+}
+
+// WithLogger sets the logger Serve reports its own events to (the node going
+// away, say). Default: NewLogger().
+func WithLogger(log *zap.Logger) Option { return func(o *serveOptions) { o.log = log } }
+
+// Serve serves the adapter to the node that started this process, and
+// returns when the node closes the connection. If the adapter implements
+// io.Closer, Serve calls Close before it returns. If the node dies instead,
+// Serve exits the process. Run by hand, it returns ErrNotStartedByNode.
+func Serve(adapter plugins.Adapter, opts ...Option) error {
+	o := serveOptions{parentPoll: time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if os.Getenv(plugins.MagicCookieKey) != plugins.MagicCookieValue {
+		return ErrNotStartedByNode
+	}
+	// go-plugin swaps os.Stderr for a pipe once it serves; loggers made now
+	// keep the real stderr, which the node reads as the log stream.
+	stderr := os.Stderr
+	if o.log == nil {
+		o.log = NewLogger()
+	}
+	if err := watchHost(o.log, o.parentPoll); err != nil {
+		return err
+	}
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: plugins.Handshake(),
+		Plugins:         plugins.PluginSet(adapter),
+		GRPCServer:      newGRPCServer,
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Name:       "go-plugin",
+			Output:     stderr,
+			JSONFormat: true,
+			Level:      hclog.LevelFromString(logLevelName()),
+		}),
+	})
+	if c, ok := adapter.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			return fmt.Errorf("closing adapter: %w", err)
+		}
+	}
+	return nil
+}
+
+// newGRPCServer raises gRPC's flow-control windows from 64 KiB so that a
+// large payload streams without waiting for a window update every chunk;
+// the memory bound per stream stays a few MiB.
+func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts,
+		grpc.InitialWindowSize(plugins.WindowSize),
+		grpc.InitialConnWindowSize(plugins.WindowSize),
+	)
+	return plugin.DefaultGRPCServer(opts)
+}
+
+// watchHost makes the adapter exit when the node that started it is gone,
+// even if the kernel's parent-death signal was missed (it is tied to the
+// thread that forked us, not the node process).
+func watchHost(log *zap.Logger, poll time.Duration) error {
+	exit := func(why string) {
+		log.Warn("the mulegate node that started this adapter is gone; exiting so as not to outlive it", zap.String("why", why))
+		os.Exit(3)
+	}
+	if s := os.Getenv(EnvLifelineFD); s != "" {
+		fd, err := strconv.Atoi(s)
+		if err != nil || fd < 3 {
+			return fmt.Errorf("%s=%q: want a file descriptor number ≥ 3", EnvLifelineFD, s)
+		}
+		// The lifeline must not leak into programs the adapter runs: they
+		// would keep it open and blind the next adapter's watch.
+		syscall.CloseOnExec(fd)
+		lifeline := os.NewFile(uintptr(fd), "mulegate-lifeline")
+		go func() {
+			var b [1]byte
+			for {
+				if _, err := lifeline.Read(b[:]); err != nil {
+					exit("lifeline closed: " + err.Error())
+					return
+				}
+			}
+		}()
+	}
+	if s := os.Getenv(EnvHostPID); s != "" {
+		host, err := strconv.Atoi(s)
+		if err != nil || host <= 0 {
+			return fmt.Errorf("%s=%q: want a process ID", EnvHostPID, s)
+		}
+		if os.Getppid() != host {
+			exit(fmt.Sprintf("parent process is %d, not the node %d", os.Getppid(), host))
+		}
+		go func() {
+			t := time.NewTicker(poll)
+			defer t.Stop()
+			for range t.C {
+				if p := os.Getppid(); p != host {
+					exit(fmt.Sprintf("parent process is now %d, not the node %d", p, host))
+					return
+				}
+			}
+		}()
+	}
+	return nil
+}
