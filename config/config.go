@@ -50,10 +50,13 @@ type Config struct {
 	Routing   Routing   `yaml:"routing"`
 	Endpoints []string  `yaml:"endpoints"`
 	// PluginDir is where external adapter executables live.
-	PluginDir string    `yaml:"plugin_dir"`
-	Adapters  []Adapter `yaml:"adapters"`
-	Routes    []Route   `yaml:"routes"`
-	Trust     Trust     `yaml:"trust"`
+	PluginDir string `yaml:"plugin_dir"`
+	// AdapterCheckInterval is how often each adapter's Check (is the
+	// service reachable?) is polled.
+	AdapterCheckInterval time.Duration `yaml:"adapter_check_interval"`
+	Adapters             []Adapter     `yaml:"adapters"`
+	Routes               []Route       `yaml:"routes"`
+	Trust                Trust         `yaml:"trust"`
 }
 
 // Log configures zap.
@@ -139,6 +142,9 @@ type Adapter struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// Fetch turns on the inbound fetch loop.
 	Fetch bool `yaml:"fetch"`
+	// InboundLifetime is the lifetime of bundles made from inbound
+	// messages that do not say.
+	InboundLifetime time.Duration `yaml:"inbound_lifetime"`
 }
 
 // Route sends bundles whose destination matches Match to Adapter, with
@@ -354,6 +360,9 @@ func (c *Config) Validate() error {
 			add(fmt.Sprintf("endpoints[%d]", i), "%v", err)
 		}
 	}
+	if len(c.Adapters) > 0 {
+		positive("adapter_check_interval", c.AdapterCheckInterval)
+	}
 	names := map[string]bool{}
 	for i, a := range c.Adapters {
 		key := fmt.Sprintf("adapters[%d]", i)
@@ -376,6 +385,9 @@ func (c *Config) Validate() error {
 		}
 		if a.MaxInFlight <= 0 {
 			add(key+".max_in_flight", "must be positive")
+		}
+		if a.InboundLifetime < 0 {
+			add(key+".inbound_lifetime", "must not be negative (0 means 24h)")
 		}
 	}
 	for i, r := range c.Routes {

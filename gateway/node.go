@@ -16,6 +16,7 @@ import (
 	"github.com/mulegate/mulegate/gateway/control"
 	"github.com/mulegate/mulegate/gateway/routing"
 	"github.com/mulegate/mulegate/gateway/store"
+	"github.com/mulegate/mulegate/plugins/host"
 	"github.com/mulegate/mulegate/policy"
 	"github.com/mulegate/mulegate/policy/identity"
 	"go.uber.org/zap"
@@ -39,6 +40,9 @@ type Options struct {
 	Layer LayerFunc
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// AdapterExecutable is the program built-in adapters run from, as
+	// `PROGRAM adapter NAME`; empty means this process's own executable.
+	AdapterExecutable string
 }
 
 // Node is a running mulegate node. Build it with New, start it with Run.
@@ -71,6 +75,12 @@ type Node struct {
 	watchers  map[bundle.EID]map[chan struct{}]bool
 	peerInfo  map[bundle.EID]*peerInfo // every peer ever seen or configured
 	listeners []convergence.Listener
+	adapters  *host.Manager
+	queues    map[string]*adapterQueue
+
+	// adapterSelf is the executable built-in adapters run from ("" for
+	// this process's own); tests set it.
+	adapterSelf string
 
 	wg     sync.WaitGroup
 	ctx    context.Context // lives from Run until Close
@@ -137,14 +147,16 @@ func New(opts Options) (*Node, error) {
 			MaxBundleSize: uint64(cfg.Limits.MaxBundleSize), MaxLifetime: cfg.Limits.MaxLifetime,
 			MaxHops: cfg.Limits.MaxHops, MaxClockSkew: cfg.Limits.MaxClockSkew,
 		},
-		backoff:   routing.Backoff{Min: cfg.Routing.RetryMin, Max: cfg.Routing.RetryMax},
-		errors:    routing.NewErrorTracker(5),
-		contacts:  map[bundle.EID]*contact{},
-		held:      map[control.Digest]bundle.ID{},
-		endpoints: map[bundle.EID]bool{},
-		watchers:  map[bundle.EID]map[chan struct{}]bool{},
-		peerInfo:  map[bundle.EID]*peerInfo{},
-		started:   now(),
+		backoff:     routing.Backoff{Min: cfg.Routing.RetryMin, Max: cfg.Routing.RetryMax},
+		errors:      routing.NewErrorTracker(5),
+		contacts:    map[bundle.EID]*contact{},
+		held:        map[control.Digest]bundle.ID{},
+		endpoints:   map[bundle.EID]bool{},
+		watchers:    map[bundle.EID]map[chan struct{}]bool{},
+		peerInfo:    map[bundle.EID]*peerInfo{},
+		queues:      map[string]*adapterQueue{},
+		started:     now(),
+		adapterSelf: opts.AdapterExecutable,
 	}
 	ctx := context.Background()
 	n.store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "store"), store.Options{
@@ -242,6 +254,10 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		n.log.Info("listening", zap.String("quic", ln.Addr().String()))
 	}
+	if err := n.startAdapters(ctx); err != nil {
+		cancel()
+		return err
+	}
 	n.goLoop(ctx, "sweeper", n.runSweeper)
 	n.mu.Lock()
 	for _, p := range n.peerInfo {
@@ -274,6 +290,12 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	err := n.layer.Close()
 	n.wg.Wait()
+	n.mu.Lock()
+	mgr := n.adapters
+	n.mu.Unlock()
+	if mgr != nil {
+		err = errors.Join(err, mgr.Close())
+	}
 	return errors.Join(err, n.closeStorage())
 }
 
@@ -352,6 +374,9 @@ func (n *Node) runSweeper(ctx context.Context) {
 		}
 		if _, err := n.state.notices(n.now()); err != nil {
 			n.log.Warn("pruning delivery notices", zap.Error(err))
+		}
+		if err := n.state.pruneInbound(n.now()); err != nil {
+			n.log.Warn("pruning inbound message IDs", zap.Error(err))
 		}
 	})
 	if err != nil && ctx.Err() == nil {

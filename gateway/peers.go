@@ -71,6 +71,3 @@ func (n *Node) AddPeer(peer bundle.EID, addr string) {
 	ctx := n.background()
 	n.goLoop(ctx, "dial "+peer.String(), func(ctx context.Context) { n.keepDialling(ctx, peer.NodeID(), addr) })
 }
-
-// wakeAdapters is where adapter queues hear of new bundles; see adapters.go.
-func (n *Node) wakeAdapters() {}

@@ -32,7 +32,7 @@ func openState(dir string) (*nodeState, error) {
 		return nil, fmt.Errorf("opening node state in %s (is another mulegate using this data directory?): %w", dir, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNotices, bucketCopies, bucketEndpoints} {
+		for _, b := range [][]byte{bucketNotices, bucketCopies, bucketEndpoints, bucketInbound} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -158,4 +158,50 @@ func (s *nodeState) endpoints() ([]bundle.EID, error) {
 		})
 	})
 	return out, err
+}
+
+var bucketInbound = []byte("inbound") // adapter \x00 message ID → creation time, sequence, forget-after (3×uint64)
+
+// inboundID returns the creation timestamp already given to an inbound
+// message, if any.
+func (s *nodeState) inboundID(adapter, msgID string) (time.Time, uint64, bool) {
+	if msgID == "" {
+		return time.Time{}, 0, false
+	}
+	var created time.Time
+	var seq uint64
+	var ok bool
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketInbound).Get([]byte(adapter + "\x00" + msgID))
+		if len(v) == 24 {
+			created = bundle.DTNTime(binary.BigEndian.Uint64(v)).Time()
+			seq, ok = binary.BigEndian.Uint64(v[8:]), true
+		}
+		return nil
+	})
+	return created, seq, ok
+}
+
+func (s *nodeState) setInboundID(adapter, msgID string, created time.Time, seq uint64, forgetAfter time.Time) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(bundle.FromTime(created)))
+	v = binary.BigEndian.AppendUint64(v, seq)
+	v = binary.BigEndian.AppendUint64(v, uint64(forgetAfter.Unix()))
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketInbound).Put([]byte(adapter+"\x00"+msgID), v)
+	})
+}
+
+// pruneInbound forgets inbound message IDs whose bundles have expired.
+func (s *nodeState) pruneInbound(now time.Time) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketInbound).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if len(v) != 24 || int64(binary.BigEndian.Uint64(v[16:])) < now.Unix() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -47,6 +48,10 @@ func (s *Store) update(fn func(*bolt.Tx) error, after func()) error {
 func (s *Store) commitLoop() {
 	defer close(s.committerDone)
 	batch := make([]*txn, 0, s.maxBatch)
+	var (
+		lastSize int           // operations in the previous commit
+		lastTook time.Duration // how long it took
+	)
 	for t := range s.queue {
 		batch = append(batch[:0], t)
 	fill:
@@ -61,9 +66,36 @@ func (s *Store) commitLoop() {
 				break fill
 			}
 		}
+		// The writers the previous commit released are on their way back
+		// with their next operation. If only a few have made it yet,
+		// wait for the rest a little (at most half a commit's time, and
+		// never more than linger) rather than commit the stragglers alone
+		// and make everyone else wait for that commit: with many writers,
+		// commits would otherwise alternate between big and tiny.
+		if len(batch) < lastSize/2 {
+			timer := time.NewTimer(min(lastTook/2, linger))
+		wait:
+			for len(batch) < lastSize && len(batch) < s.maxBatch {
+				select {
+				case t, ok := <-s.queue:
+					if !ok {
+						break wait
+					}
+					batch = append(batch, t)
+				case <-timer.C:
+					break wait
+				}
+			}
+			timer.Stop()
+		}
+		start := time.Now()
 		s.runBatch(batch)
+		lastSize, lastTook = len(batch), time.Since(start)
 	}
 }
+
+// linger bounds how long a commit waits for more operations to join it.
+const linger = time.Millisecond
 
 func (s *Store) runBatch(batch []*txn) {
 	for len(batch) > 0 {

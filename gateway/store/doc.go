@@ -29,11 +29,17 @@
 //
 // # Group commit
 //
-// Every index change is queued to one committer goroutine, which runs
-// everything queued meanwhile in one bbolt transaction and commits it
-// with one fsync. A lone writer pays one commit; 64 concurrent writers
-// share commits. There is no batching timer (bolt.DB.Batch waits up to
-// 10 ms), so a lone writer is not delayed.
+// Every index change (puts, progress updates, deletes, sweeps) is queued
+// to one committer goroutine, which runs everything queued meanwhile in
+// one bbolt transaction and commits it with one fsync. A lone writer pays
+// one commit and is never delayed (bolt.DB.Batch would make it wait up to
+// 10 ms); concurrent writers share commits. When a commit would carry
+// fewer than half as many operations as the one before, it waits for the
+// writers that one released, at most half a commit's time and never more
+// than 1 ms, so that many writers do not fall into alternating big and
+// tiny commits. A refused operation (say, a duplicate found inside the
+// transaction) does not spoil the others; an operation that fails midway
+// rolls the group back, and the rest run again without it.
 //
 // # Duplicates and tombstones
 //
@@ -85,4 +91,6 @@
 // Every error is an *Error with a Kind (ErrDuplicate, ErrFull, …) for
 // errors.Is, and status report reasons for bundle.ReasonOf where one
 // applies (ErrFull → depleted storage, ErrExpired → lifetime expired).
+// The one exception is a context that ended, whose error (ctx.Err()) is
+// returned as it is.
 package store

@@ -14,21 +14,17 @@ import (
 // State is where a bundle stands with one destination.
 type State uint8
 
-// The progress states. The transitions:
+// The progress states, and the transitions between them:
 //
-//	          Enqueue
-//	             │
-//	             ▼      MarkInFlight
-//	  ┌─────► pending ─────────────► in_flight
-//	  │          │  ▲                 │   │
-//	  │ MarkRetry│  └─────MarkRetry───┘   │ MarkDone
-//	  │          │ MarkFailed  MarkFailed │
-//	  │          ▼                        ▼
-//	  └────── failed                    done
+//	Enqueue       (no record)                  → pending
+//	MarkInFlight  pending                      → in_flight, one more attempt
+//	MarkRetry     pending, in_flight, failed   → pending, due at the next attempt
+//	MarkFailed    pending, in_flight, failed   → failed
+//	MarkDone      any state, or no record      → done
 //
-// MarkDone is allowed from every state (a verified delivery notice may
-// arrive at any time) and creates the record if there is none. A restart
-// turns in_flight back into pending.
+// Anything else is ErrState: done is final. MarkDone is allowed from
+// every state because a verified delivery notice may arrive at any time.
+// A restart turns in_flight back into pending.
 const (
 	Pending State = 1 + iota
 	InFlight

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -34,7 +35,11 @@ func (s *Store) Put(ctx context.Context, b *bundle.Bundle, from string, payload 
 	defer copyBuffers.Put(bufp)
 	n, err := io.CopyBuffer(w, &ctxReader{ctx: ctx, r: io.LimitReader(payload, int64(w.size))}, *bufp)
 	if err != nil {
-		return err
+		var se *Error
+		if errors.As(err, &se) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return newErr("put", ErrIncomplete, w.idStr, fmt.Sprintf("reading the payload failed after %d of %d bytes", n, w.size), err)
 	}
 	if uint64(n) < w.size {
 		return newErr("put", ErrIncomplete, w.idStr, fmt.Sprintf("payload ended after %d of %d bytes", n, w.size), bundle.ErrPayloadLength)

@@ -303,15 +303,13 @@ func TestCancelledPut(t *testing.T) {
 	e := newEnv(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	b := mkBundle(t, 1, 1<<20)
-	pr, pw := io.Pipe()
-	done := make(chan error)
-	go func() { done <- e.s.Put(ctx, b, "test", pr) }()
-	pw.Write(make([]byte, 1000))
-	cancel()
-	pw.Write(make([]byte, 1000)) // wakes the copy, which then sees ctx
-	pw.Close()
-	if err := <-done; !errors.Is(err, context.Canceled) {
+	// The connection's context ends after the first chunk arrived.
+	r := &cancelAfter{r: payloadReader("x"), cancel: cancel}
+	if err := e.s.Put(ctx, b, "test", r); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Put: %v", err)
+	}
+	if r.reads != 1 {
+		t.Errorf("%d reads after the context ended", r.reads-1)
 	}
 	if s := e.s.Stats(); s.UsedBytes != 0 || s.Receiving != 0 {
 		t.Errorf("Stats = %+v", s)
@@ -345,4 +343,18 @@ func TestClosed(t *testing.T) {
 	_, err = e.s.Sweep(ctx, t0)
 	wantKind(t, err, ErrClosed)
 	e.s = nil
+}
+
+// cancelAfter cancels a context once its first Read has returned data.
+type cancelAfter struct {
+	r      io.Reader
+	cancel func()
+	reads  int
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	c.reads++
+	n, err := c.r.Read(p[:min(len(p), 1000)])
+	c.cancel()
+	return n, err
 }

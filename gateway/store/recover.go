@@ -89,7 +89,6 @@ func (s *Store) recover(ctx context.Context) error {
 				u.partialBytes += r.cost()
 			}
 			if !r.inline {
-				r.header = nil // not needed here; keep memory small
 				files[seq] = &fileRef{rec: r}
 			}
 		}

@@ -153,6 +153,14 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		return nil, ioErr("open", "", err)
 	}
 	s.db = db
+	// Make the directories and the index file durable entries, so that
+	// the first acknowledged bundle cannot vanish with them.
+	for _, d := range []string{dir, filepath.Dir(filepath.Clean(dir))} {
+		if err := syncDir(d); err != nil {
+			db.Close()
+			return nil, ioErr("open", "", err)
+		}
+	}
 	if err := s.recover(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -330,8 +338,8 @@ type Stats struct {
 	Partials     int64 // partial receptions held
 	PartialBytes int64 // their metadata plus the payload bytes received
 	Tombstones   int64 // deleted bundles remembered until they expire
-	Receiving    int64 // receptions in progress
-	ReservedB    int64 // bytes reserved for them
+	Receiving    int64 // new receptions in progress (a resumed partial counts as a partial)
+	ReservedB    int64 // bytes reserved for receptions and resumptions in progress
 
 	// UsedBytes and UsedBundles are what the quota counts: bundles,
 	// partials and receptions in progress.
