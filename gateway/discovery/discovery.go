@@ -213,8 +213,12 @@ func (d *Discovery) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
+	ifName := d.ifName
+	if ifName == "" {
+		ifName = "all"
+	}
 	d.log.Info("LAN discovery on", zap.Stringer("group", d.group), zap.Duration("interval", d.opts.Interval),
-		zap.Stringer("node", d.node), zap.String("interface", d.ifName))
+		zap.Stringer("node", d.node), zap.String("interface", ifName))
 
 	readErr := make(chan error, 1)
 	go func() { readErr <- d.receive(c) }()
@@ -278,7 +282,7 @@ func (s *sender) tick() {
 		if s.joined[ifi.Index] {
 			continue
 		}
-		if err := error(nil); err != nil {
+		if err := s.c.join(ifi); err != nil {
 			s.fail(ifi, "join", err)
 			continue
 		}

@@ -250,6 +250,11 @@ func TestBeaconHandling(t *testing.T) {
 			t.Errorf("subtest %s did not pass in the namespace:\n%s", sub, out)
 		}
 	}
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "--- PASS: TestBeaconHandling/") {
+			t.Log("in the namespace:", strings.TrimSpace(line))
+		}
+	}
 }
 
 func singleChild(t *testing.T) {

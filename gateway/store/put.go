@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/mulegate/mulegate/bundle"
@@ -31,8 +30,8 @@ func (s *Store) Put(ctx context.Context, b *bundle.Bundle, from string, payload 
 		return err
 	}
 	defer w.Abort(false)
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
+	bufp := s.buffers.Get().(*[]byte)
+	defer s.buffers.Put(bufp)
 	n, err := io.CopyBuffer(w, &ctxReader{ctx: ctx, r: io.LimitReader(payload, int64(w.size))}, *bufp)
 	if err != nil {
 		var se *Error
@@ -47,10 +46,9 @@ func (s *Store) Put(ctx context.Context, b *bundle.Bundle, from string, payload 
 	return w.Commit(ctx)
 }
 
-var copyBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 256<<10)
-	return &b
-}}
+// copyBufferSize is the size of the buffers Put and Scrub copy payloads
+// through.
+const copyBufferSize = 256 << 10
 
 // ctxReader stops a copy when its context ends.
 type ctxReader struct {

@@ -50,7 +50,7 @@ type Status struct {
 	Partial   bool      // a partial reception is stored
 	Received  uint64    // payload bytes held (complete or partial)
 	Length    uint64    // declared payload length (held or partial)
-	Deleted   bool      // deleted: a tombstone refuses copies until DeletedUntil
+	Deleted   bool      // deleted: a tombstone refuses copies until Until
 	Until     time.Time // when the tombstone ends
 	Receiving bool      // a reception or resumption is in progress
 }

@@ -342,8 +342,8 @@ func (s *Store) Scrub(ctx context.Context) (ScrubReport, error) {
 	const op = "scrub"
 	const batch = 256
 	var rep ScrubReport
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
+	bufp := s.buffers.Get().(*[]byte)
+	defer s.buffers.Put(bufp)
 	buf := *bufp
 	var after uint64
 	for {

@@ -76,6 +76,8 @@ type Store struct {
 
 	commits, committedOps, quarantined atomic.Int64
 
+	buffers sync.Pool // *[]byte of copyBufferSize, for copying payloads
+
 	bgCancel context.CancelFunc
 	bgDone   sync.WaitGroup
 }
@@ -115,6 +117,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		maxBatch:  opts.MaxBatch,
 		receiving: make(map[idKey]time.Time),
 		dests:     make(map[string]*StateCounts),
+	}
+	s.buffers.New = func() any {
+		b := make([]byte, copyBufferSize)
+		return &b
 	}
 	if s.log == nil {
 		s.log = zap.NewNop()
