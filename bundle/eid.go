@@ -215,7 +215,18 @@ func (e EID) NodeID() EID {
 func (e EID) IsNodeID() bool { return !e.IsZero() && !e.IsNone() && e.NodeID() == e }
 
 // SameNode reports whether e and o belong to the same node.
-func (e EID) SameNode(o EID) bool { return e.NodeID() == o.NodeID() }
+func (e EID) SameNode(o EID) bool {
+	if e.scheme != o.scheme {
+		return false
+	}
+	if e.scheme == SchemeIPN {
+		return e.node == o.node
+	}
+	if e.IsNone() || o.IsNone() {
+		return e.IsNone() && o.IsNone()
+	}
+	return e.NodeName() == o.NodeName()
+}
 
 // Join returns the endpoint named service on e's node: dtn://node/service.
 // For ipn, service must be a decimal service number.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -56,6 +57,8 @@ type contact struct {
 	mySeq       uint64
 	myBase      map[control.Digest]struct{}
 	noticesSent map[bundle.ID]bool
+	lastSig     uint64 // of the last summary sent, to skip repeating it
+	quietTicks  int    // summaries skipped since the last one sent
 }
 
 func (n *Node) onEvent(ev convergence.Event) {
@@ -73,6 +76,7 @@ func (n *Node) onEvent(ev convergence.Event) {
 		n.mu.Lock()
 		old := n.contacts[peer]
 		n.contacts[peer] = c
+		n.selection = nil
 		pi := n.peerInfo[peer]
 		if pi == nil {
 			pi = &peerInfo{Node: peer}
@@ -98,6 +102,7 @@ func (n *Node) onEvent(ev convergence.Event) {
 		}
 		if c != nil && n.contacts[peer] == c {
 			delete(n.contacts, peer)
+			n.selection = nil
 		}
 		if pi := n.peerInfo[peer]; pi != nil {
 			pi.LastSeen = n.now()
@@ -227,6 +232,21 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		}
 		c.mu.Unlock()
 	}
+	sig := summarySignature(s)
+	c.mu.Lock()
+	repeat := !s.Full && len(s.Notices) == 0 && sig == c.lastSig && c.quietTicks < 10
+	if repeat {
+		c.quietTicks++
+	} else {
+		c.lastSig, c.quietTicks = sig, 0
+	}
+	c.mu.Unlock()
+	if repeat {
+		// Nothing changed since the last summary. One is still sent every
+		// tenth interval, in case the peer dropped a delta that overtook
+		// its full summary.
+		return
+	}
 	payload, err := control.MarshalSummary(s)
 	if err != nil {
 		c.log.Error("encoding a summary", zap.Error(err))
@@ -249,6 +269,27 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		return
 	}
 	n.metrics.summariesSent.Inc()
+}
+
+// summarySignature digests what a summary says (not its sequence), so an
+// unchanged cumulative delta can be recognised.
+func summarySignature(s control.Summary) uint64 {
+	var sig uint64 = 1469598103934665603
+	mix := func(d control.Digest, salt uint64) {
+		sig ^= binary.LittleEndian.Uint64(d[:8]) ^ salt
+		sig *= 1099511628211
+	}
+	var acc uint64
+	for _, d := range s.Held {
+		acc += binary.LittleEndian.Uint64(d[:8])
+	}
+	for _, d := range s.Dropped {
+		acc += binary.LittleEndian.Uint64(d[8:]) * 3
+	}
+	for _, p := range s.Partials {
+		mix(p.Digest, p.Received)
+	}
+	return sig ^ acc ^ uint64(len(s.Held))<<40 ^ uint64(len(s.Dropped))<<20 ^ s.Epoch
 }
 
 // applySummary takes in a summary from the peer: its holdings (which
@@ -386,12 +427,12 @@ func (c *contact) offer(ctx context.Context) {
 	selected := n.selected(c.peer)
 	for _, d := range todo {
 		n.mu.Lock()
-		id, ok := n.held[d]
+		h, ok := n.held[d]
 		n.mu.Unlock()
-		if !ok {
+		if !ok || (!selected && !h.Dst.SameNode(c.peer)) {
 			continue
 		}
-		c.consider(ctx, d, id, partials[d], selected)
+		c.consider(ctx, d, h.ID, partials[d], selected)
 		if ctx.Err() != nil {
 			return
 		}
@@ -479,6 +520,7 @@ func (c *contact) send(ctx context.Context, d control.Digest, meta store.Meta, r
 	}
 	err = c.sess.Send(ctx, out, body)
 	if err == nil {
+		n.metrics.transmitted.Inc()
 		n.metrics.bytesOut.Add(float64(out.Payload.Length))
 		c.mu.Lock()
 		c.sent[d] = id
@@ -496,8 +538,10 @@ func (c *contact) send(ctx context.Context, d control.Digest, meta store.Meta, r
 		_, _ = n.store.MarkFailed(wctx, id, c.dest, err)
 		c.log.Info("peer refused a bundle for good", zap.String("bundle", id.String()), zap.String("reason", rej.Reason.String()), zap.Error(err))
 	case errors.As(err, &rej):
+		// A transient refusal (full store, rate limit, the same bundle
+		// arriving from another peer) is the peer working as intended, not
+		// a peer error: back off, but do not count it against the peer.
 		n.metrics.sendErrors.WithLabelValues("transient").Inc()
-		n.errors.Record(c.peer, n.now())
 		_, _ = n.store.MarkRetry(wctx, id, c.dest, n.now().Add(n.backoff.Delay(prog.Attempts)), err)
 	default:
 		if ctx.Err() == nil && c.sess.Err() == nil {
@@ -509,23 +553,28 @@ func (c *contact) send(ctx context.Context, d control.Digest, meta store.Meta, r
 }
 
 // selected reports whether this node pushes bundles to peer: with a peer
-// limit L and more live contacts than L, only the ring's choice.
+// limit L and more live contacts than L, only the ring's choice. The
+// choice is recomputed when contacts come or go, and at least every second
+// (as peers turn bad or recover).
 func (n *Node) selected(peer bundle.EID) bool {
 	limit := n.cfg.Routing.PeerLimit
 	if limit <= 0 {
 		return true
 	}
-	n.mu.Lock()
-	peers := make([]bundle.EID, 0, len(n.contacts))
-	for p := range n.contacts {
-		peers = append(peers, p)
-	}
-	n.mu.Unlock()
 	now := n.now()
-	for _, p := range routing.SelectPeers(n.id, peers, limit, func(e bundle.EID) bool { return n.errors.Bad(e, now) }) {
-		if p.SameNode(peer) {
-			return true
+	n.mu.Lock()
+	if n.selection == nil || now.Sub(n.selectedAt) > time.Second {
+		peers := make([]bundle.EID, 0, len(n.contacts))
+		for p := range n.contacts {
+			peers = append(peers, p)
 		}
+		n.selection = map[bundle.EID]bool{}
+		for _, p := range routing.SelectPeers(n.id, peers, limit, func(e bundle.EID) bool { return n.errors.Bad(e, now) }) {
+			n.selection[p.NodeID()] = true
+		}
+		n.selectedAt = now
 	}
-	return false
+	sel := n.selection[peer.NodeID()]
+	n.mu.Unlock()
+	return sel
 }

@@ -41,7 +41,7 @@ var ErrDelivered = bundle.NewError(bundle.ReasonNoInformation, "bundle already d
 // blocks from b that their flags say to discard.
 func (n *Node) admit(ctx context.Context, d door, b *bundle.Bundle) error {
 	n.metrics.received.WithLabelValues(d.kind).Inc()
-	report, err := b.ProcessUnknownBlocks(nil)
+	report, err := b.ProcessUnknownBlocks(knownBlock)
 	if report {
 		n.report(ctx, b, reportReceived, bundle.ReasonBlockUnsupported)
 	}
@@ -57,6 +57,12 @@ func (n *Node) admit(ctx context.Context, d door, b *bundle.Bundle) error {
 		return n.rejected(d, b, err)
 	}
 	return nil
+}
+
+// knownBlock is what this node understands: the standard blocks and its
+// own spray-and-wait block, which other implementations discard.
+func knownBlock(t bundle.BlockType) bool {
+	return bundle.KnownBlockType(t) || t == blockSprayCopies
 }
 
 // rejected counts and logs a refusal, and returns err unchanged.
@@ -170,7 +176,7 @@ func (n *Node) stored(ctx context.Context, d door, b *bundle.Bundle) {
 		}
 	}
 	n.route(ctx, b)
-	n.addHeld(id)
+	n.addHeld(b)
 }
 
 // route decides where a stored bundle goes and records it in the store: a

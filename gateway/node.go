@@ -70,13 +70,16 @@ type Node struct {
 
 	mu        sync.Mutex
 	contacts  map[bundle.EID]*contact // live contacts by peer node ID
-	held      map[control.Digest]bundle.ID
+	held      map[control.Digest]heldEntry
 	endpoints map[bundle.EID]bool // registered local endpoints
 	watchers  map[bundle.EID]map[chan struct{}]bool
 	peerInfo  map[bundle.EID]*peerInfo // every peer ever seen or configured
 	listeners []convergence.Listener
-	adapters  *host.Manager
-	queues    map[string]*adapterQueue
+	// selection caches the ring's choice of peers (see selected).
+	selection  map[bundle.EID]bool
+	selectedAt time.Time
+	adapters   *host.Manager
+	queues     map[string]*adapterQueue
 
 	// adapterSelf is the executable built-in adapters run from ("" for
 	// this process's own); tests set it.
@@ -150,7 +153,7 @@ func New(opts Options) (*Node, error) {
 		backoff:     routing.Backoff{Min: cfg.Routing.RetryMin, Max: cfg.Routing.RetryMax},
 		errors:      routing.NewErrorTracker(5),
 		contacts:    map[bundle.EID]*contact{},
-		held:        map[control.Digest]bundle.ID{},
+		held:        map[control.Digest]heldEntry{},
 		endpoints:   map[bundle.EID]bool{},
 		watchers:    map[bundle.EID]map[chan struct{}]bool{},
 		peerInfo:    map[bundle.EID]*peerInfo{},
@@ -220,9 +223,14 @@ func (n *Node) quicLayer(sink convergence.Sink, events func(convergence.Event)) 
 // loadHeld builds the in-memory index of held bundle IDs from the store.
 func (n *Node) loadHeld(ctx context.Context) error {
 	return n.store.EachHeld(ctx, func(h store.Held) error {
-		if !h.Partial {
-			n.held[control.DigestOf(h.ID)] = h.ID
+		if h.Partial {
+			return nil
 		}
+		m, err := n.store.Get(ctx, h.ID)
+		if err != nil {
+			return nil
+		}
+		n.held[control.DigestOf(h.ID)] = heldEntry{ID: h.ID, Dst: m.Bundle.Primary.Destination}
 		return nil
 	})
 }
@@ -384,13 +392,22 @@ func (n *Node) runSweeper(ctx context.Context) {
 	}
 }
 
-func (n *Node) addHeld(id bundle.ID) {
+// heldEntry is what the node keeps in memory about each bundle it holds,
+// so that routing passes need not read the store for bundles they skip.
+type heldEntry struct {
+	ID  bundle.ID
+	Dst bundle.EID
+}
+
+func (n *Node) addHeld(b *bundle.Bundle) {
+	id := b.ID()
+	d := control.DigestOf(id)
 	n.mu.Lock()
-	n.held[control.DigestOf(id)] = id
+	n.held[d] = heldEntry{ID: id, Dst: b.Primary.Destination}
 	contacts := n.contactList()
 	n.mu.Unlock()
 	for _, c := range contacts {
-		c.poke()
+		c.poke(d)
 	}
 }
 

@@ -3,12 +3,14 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/convergence"
 	"github.com/mulegate/mulegate/gateway/control"
+	"github.com/mulegate/mulegate/gateway/store"
 	"go.uber.org/zap"
 )
 
@@ -32,7 +34,13 @@ func (n *Node) Receive(ctx context.Context, s convergence.Session, b *bundle.Bun
 			return err
 		}
 	}
-	return n.ingest(ctx, d, b, payload, true)
+	err := n.ingest(ctx, d, b, payload, true)
+	if errors.Is(err, store.ErrDuplicate) && !errors.Is(err, store.ErrInProgress) {
+		// This node holds the bundle, or held it and delivered it: for the
+		// sender that is success (at-least-once, idempotent by bundle ID).
+		return nil
+	}
+	return err
 }
 
 // receiveControl takes in a mulegate control record. It reports false for

@@ -153,6 +153,23 @@ func TestMalformedRequests(t *testing.T) {
 		})
 	}
 
+	// A POST with no Content-Length and no body at all (curl -X POST) is
+	// refused as well: only the Go client always sends the header.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(a.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/bundles?destination=dtn://c/x HTTP/1.1\r\nHost: mulegate\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", a.token)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusLengthRequired || errorBody(t, resp, data).Reason != "length_required" {
+		t.Errorf("POST without Content-Length: %d %s", resp.StatusCode, data)
+	}
+
 	// Nothing any of these did was stored.
 	if list, err := a.client.Bundles(context.Background(), api.BundleQuery{}); err != nil || len(list) != 0 {
 		t.Errorf("after refused requests the node holds %d bundles (%v)", len(list), err)

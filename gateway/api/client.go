@@ -296,6 +296,7 @@ const MaxEventLine = 1 << 20
 func ReadEvents(r io.Reader, fn func(Event) error) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), MaxEventLine)
+	sc.Split(scanEventLines)
 	var ev Event
 	var data [][]byte
 	has := false
@@ -329,4 +330,31 @@ func ReadEvents(r io.Reader, fn func(Event) error) error {
 		return fmt.Errorf("reading the event stream: %w", err)
 	}
 	return nil
+}
+
+// scanEventLines splits at CRLF, LF or a lone CR, the line ends of the
+// event stream format.
+func scanEventLines(data []byte, atEOF bool) (int, []byte, error) {
+	if atEOF && len(data) == 0 {
+		return 0, nil, nil
+	}
+	if i := bytes.IndexAny(data, "\r\n"); i >= 0 {
+		if data[i] == '\n' {
+			return i + 1, data[:i], nil
+		}
+		if i+1 < len(data) {
+			if data[i+1] == '\n' {
+				return i + 2, data[:i], nil
+			}
+			return i + 1, data[:i], nil
+		}
+		if atEOF {
+			return i + 1, data[:i], nil
+		}
+		return 0, nil, nil // a CR at the end: is an LF next?
+	}
+	if atEOF {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
 }

@@ -43,6 +43,9 @@ func parseQuery(raw string, allowed ...string) (url.Values, error) {
 	}
 	sort.Strings(names)
 	for _, k := range names {
+		if k == "" {
+			return nil, &ParamError{Param: "query", Msg: "a parameter without a name"}
+		}
 		known := false
 		for _, a := range allowed {
 			known = known || k == a

@@ -12,7 +12,7 @@ import (
 
 // ErrSignUnavailable refuses sign=true: bundle signatures (BPSec) come with
 // the policy work. The API does not send an unsigned bundle in its place.
-var ErrSignUnavailable = errors.New("bundle signatures are not available yet: send without sign=true, or wait for the release that adds them")
+var ErrSignUnavailable = errors.New("bundle signatures are not available yet: a bundle that asks to be signed is not sent unsigned; send it without sign=true (mulegate send: without --sign)")
 
 // send is POST /v1/bundles: the request body is the payload, streamed
 // into the store; the answer comes once the bundle is durable.

@@ -119,17 +119,27 @@ func SelectPeers(self bundle.EID, peers []bundle.EID, limit int, bad func(bundle
 	if limit <= 0 || len(good) <= limit {
 		return good
 	}
-	ring := append(slices.Clone(good), self)
-	slices.SortFunc(ring, func(a, b bundle.EID) int {
-		pa, pb := ringPosition(a), ringPosition(b)
+	type placed struct {
+		id  bundle.EID
+		pos uint64
+	}
+	placedRing := make([]placed, 0, len(good)+1)
+	for _, p := range append(slices.Clone(good), self) {
+		placedRing = append(placedRing, placed{p, ringPosition(p)})
+	}
+	slices.SortFunc(placedRing, func(a, b placed) int {
 		switch {
-		case pa < pb:
+		case a.pos < b.pos:
 			return -1
-		case pa > pb:
+		case a.pos > b.pos:
 			return 1
 		}
 		return 0
 	})
+	ring := make([]bundle.EID, len(placedRing))
+	for i, p := range placedRing {
+		ring[i] = p.id
+	}
 	me := slices.IndexFunc(ring, func(e bundle.EID) bool { return e.SameNode(self) })
 	n := len(ring)
 	var out []bundle.EID
