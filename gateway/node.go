@@ -266,6 +266,10 @@ func (n *Node) Start(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	if err := n.startDiscovery(ctx); err != nil {
+		cancel()
+		return err
+	}
 	n.goLoop(ctx, "sweeper", n.runSweeper)
 	n.mu.Lock()
 	for _, p := range n.peerInfo {
