@@ -99,17 +99,19 @@ func (e *Error) As(target any) bool {
 	if !ok {
 		return false
 	}
-	r, ok := kindReason[e.Kind]
+	be, ok := kindReason[e.Kind]
 	if !ok {
 		return false
 	}
-	*t = &bundle.Error{Reason: r}
+	*t = be
 	return true
 }
 
-var kindReason = map[error]bundle.StatusReason{
-	ErrFull:    bundle.ReasonDepletedStorage,
-	ErrExpired: bundle.ReasonLifetimeExpired,
+// kindReason gives the kinds that have a status report reason their
+// bundle.Error, so bundle.ReasonOf sees through a store error.
+var kindReason = map[error]*bundle.Error{
+	ErrFull:    bundle.NewError(bundle.ReasonDepletedStorage, "store full"),
+	ErrExpired: bundle.NewError(bundle.ReasonLifetimeExpired, "bundle lifetime expired"),
 }
 
 // Reason is the status report reason of err: depleted storage for
