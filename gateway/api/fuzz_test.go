@@ -95,3 +95,21 @@ func FuzzReadEvents(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseEndpointQuery(f *testing.F) {
+	for _, s := range []string{"endpoint=dtn://a/inbox", "endpoint=dtn://~g/chat&limit=5", "endpoint=dtn:none", "endpoint=ipn:1.2&limit=99999", "limit=1", "endpoint=&endpoint="} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, raw string, withLimit bool) {
+		ep, limit, err := parseEndpointQuery(raw, withLimit)
+		if err != nil {
+			if pe, ok := err.(*ParamError); !ok || pe.Param == "" {
+				t.Fatalf("error %v names no parameter", err)
+			}
+			return
+		}
+		if ep.IsZero() || ep.IsNone() || limit < 0 || limit > MaxListLimit || (!withLimit && limit != 0) {
+			t.Fatalf("accepted %q: %v %d", raw, ep, limit)
+		}
+	})
+}

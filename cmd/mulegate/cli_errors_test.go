@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mulegate/mulegate/gateway/api"
+)
+
+// The API commands say what went wrong and what to do, and exit non-zero.
+func TestCLIClientErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n := newTestNode(t, "solo")
+	n.start(t)
+	file := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(file, []byte("payload"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyData := t.TempDir()
+	dead := freePort(t, "tcp")
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"no token file", nil, []string{"status", "--api", n.api, "--data", emptyData}, []string{"no API token", "MULEGATE_API_TOKEN"}},
+		{"wrong token", []string{"MULEGATE_API_TOKEN=" + strings.Repeat("0", 64), "MULEGATE_API=" + n.api}, []string{"peers"}, []string{"wrong API token", "401"}},
+		{"nobody listening", nil, []string{"status", "--api", dead, "--data", n.data}, []string{"cannot reach the node's API at " + dead, "mulegate run"}},
+		{"signing", nil, []string{"send", "--to", "dtn://x/y", "--sign", file, "--api", n.api, "--data", n.data}, []string{"bundle signatures are not available yet", "501"}},
+		{"lifetime over the node's maximum", nil, []string{"send", "--to", "dtn://x/y", "--lifetime", "1000d", file, "--api", n.api, "--data", n.data}, []string{"lifetime exceeds", "422"}},
+		{"bad destination", nil, []string{"send", "--to", "bob", file, "--api", n.api, "--data", n.data}, []string{"--to \"bob\""}},
+		{"missing file", nil, []string{"send", "--to", "dtn://x/y", filepath.Join(emptyData, "nope"), "--api", n.api, "--data", n.data}, []string{"no such file"}},
+		{"another node's endpoint", nil, []string{"recv", "--endpoint", "dtn://other/inbox", "--api", n.api, "--data", n.data}, []string{"belongs to node dtn://other/"}},
+		{"unknown state", nil, []string{"bundles", "--state", "lost", "--api", n.api, "--data", n.data}, []string{"--state \"lost\"", "pending"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runMulegate(t, ctx, nil, c.env, c.args...)
+			if r.err == nil {
+				t.Fatalf("mulegate %s succeeded: %s", strings.Join(c.args, " "), r.stdout)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(string(r.stderr), w) {
+					t.Errorf("stderr does not say %q:\n%s", w, r.stderr)
+				}
+			}
+		})
+	}
+	// The token from the environment, and the address from MULEGATE_API,
+	// work without --data.
+	r := runMulegate(t, ctx, nil, []string{"MULEGATE_API_TOKEN=" + n.token, "MULEGATE_API=" + n.api}, "status", "--json")
+	if r.err != nil || !strings.Contains(string(r.stdout), `"node": "dtn://solo/"`) {
+		t.Errorf("status with MULEGATE_API and MULEGATE_API_TOKEN: %v\n%s%s", r.err, r.stdout, r.stderr)
+	}
+	// Nothing any refused send did was stored.
+	if list, err := n.client(t).Bundles(ctx, api.BundleQuery{}); err != nil || len(list) != 0 {
+		t.Errorf("refused sends left %d bundles (%v)", len(list), err)
+	}
+}
