@@ -159,6 +159,9 @@ func (n *Node) resume(ctx context.Context, d door, frag *bundle.Bundle, payload 
 // stored does what follows a successful store: counting, the reception
 // report, routing, and waking whoever waits for it.
 func (n *Node) stored(ctx context.Context, d door, b *bundle.Bundle) {
+	// The bundle is durable and acknowledged: what follows must not be cut
+	// short by the door closing (a peer leaving, the node shutting down).
+	ctx = context.WithoutCancel(ctx)
 	n.metrics.stored.WithLabelValues(d.kind).Inc()
 	n.metrics.bytesIn.WithLabelValues(d.kind).Add(float64(b.Payload.Length))
 	id := b.ID()
@@ -179,19 +182,25 @@ func (n *Node) stored(ctx context.Context, d door, b *bundle.Bundle) {
 	n.addHeld(b)
 }
 
-// route decides where a stored bundle goes and records it in the store: a
-// configured route sends it to an adapter; a bundle for this node (or a
-// group it belongs to) goes to a local endpoint; anything else is carried
-// for peers, which needs no record until it is sent.
+// destinations are where a bundle goes on this node: a configured route
+// sends it to an adapter; a bundle for this node (or a group it belongs to)
+// goes to a local endpoint; anything else is carried for peers, which needs
+// no record until it is sent.
+func (n *Node) destinations(dst bundle.EID) []string {
+	if r, ok := n.routeFor(dst); ok {
+		return []string{"adapter:" + r.adapter}
+	}
+	if n.isLocal(dst) {
+		return []string{"local:" + dst.String()}
+	}
+	return nil
+}
+
+// route records where a stored bundle goes, and wakes whoever takes it.
 func (n *Node) route(ctx context.Context, b *bundle.Bundle) {
 	dst := b.Primary.Destination
 	id := b.ID()
-	var dests []string
-	if r, ok := n.routeFor(dst); ok {
-		dests = append(dests, "adapter:"+r.adapter)
-	} else if n.isLocal(dst) {
-		dests = append(dests, "local:"+dst.String())
-	}
+	dests := n.destinations(dst)
 	if len(dests) > 0 {
 		if err := n.store.Enqueue(ctx, id, dests...); err != nil {
 			n.log.Error("queueing a bundle", zap.String("bundle", id.String()), zap.Error(err))

@@ -174,10 +174,6 @@ func New(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.metrics.reg.MustRegister(gauges{n})
-	if err := n.loadHeld(ctx); err != nil {
-		n.closeStorage()
-		return nil, err
-	}
 	for _, e := range cfg.Endpoints {
 		ep, _ := bundle.ParseEID(e)
 		n.endpoints[ep] = true
@@ -189,6 +185,10 @@ func New(opts Options) (*Node, error) {
 	}
 	for _, ep := range eps {
 		n.endpoints[ep] = true
+	}
+	if err := n.loadHeld(ctx); err != nil {
+		n.closeStorage()
+		return nil, err
 	}
 	for _, p := range cfg.Peers {
 		e, _ := bundle.ParseEID(p.Node)
@@ -230,7 +230,16 @@ func (n *Node) loadHeld(ctx context.Context) error {
 		if err != nil {
 			return nil
 		}
-		n.held[control.DigestOf(h.ID)] = heldEntry{ID: h.ID, Dst: m.Bundle.Primary.Destination}
+		dst := m.Bundle.Primary.Destination
+		n.held[control.DigestOf(h.ID)] = heldEntry{ID: h.ID, Dst: dst}
+		// A crash between storing a bundle and queueing it leaves it
+		// without progress records: queue it now.
+		if dests := n.destinations(dst); len(dests) > 0 {
+			prog, err := n.store.ProgressOf(ctx, h.ID)
+			if err == nil && len(prog) == 0 {
+				return n.store.Enqueue(ctx, h.ID, dests...)
+			}
+		}
 		return nil
 	})
 }

@@ -29,6 +29,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newBundleCmd(),
 		newAdapterCmd(),
+		newAdaptersCmd(),
 		newIdentityCmd(),
 		newRunCmd(),
 		newConfigCmd(),

@@ -358,3 +358,15 @@ func scanEventLines(data []byte, atEOF bool) (int, []byte, error) {
 	}
 	return 0, nil, nil
 }
+
+// Adapters is GET /v1/adapters.
+func (c *Client) Adapters(ctx context.Context) ([]Adapter, error) {
+	var a Adapters
+	return a.Adapters, c.getJSON(ctx, "/v1/adapters", &a)
+}
+
+// CheckAdapter is POST /v1/adapters/{name}/check.
+func (c *Client) CheckAdapter(ctx context.Context, name string) (AdapterCheck, error) {
+	var res AdapterCheck
+	return res, c.doJSON(ctx, http.MethodPost, "/v1/adapters/"+url.PathEscape(name)+"/check", &res)
+}

@@ -104,6 +104,8 @@ func (s *Server) routeTable() []route {
 		{"GET /v1/deliveries", "deliveries", false, s.deliveries},
 		{"GET /v1/deliveries/stream", "stream", false, s.stream},
 		{"POST /v1/deliveries/{id}/ack", "ack", false, s.ack},
+		{"GET /v1/adapters", "adapters", false, s.adapters},
+		{"POST /v1/adapters/{name}/check", "adapter_check", false, s.adapterCheck},
 	}
 }
 
