@@ -164,6 +164,13 @@ func (p *PrimaryBlock) marshal() ([]byte, error) {
 	if p.raw != nil && p.fields() == p.rawOf {
 		return p.raw, nil
 	}
+	return p.MarshalCanonical()
+}
+
+// MarshalCanonical encodes the primary block from its fields in CBOR's
+// deterministic form, CRC included, whatever bytes it arrived in. Security
+// contexts (RFC 9173, BPSec COSE) sign this encoding.
+func (p *PrimaryBlock) MarshalCanonical() ([]byte, error) {
 	if !p.CRCType.valid() {
 		return nil, wrap(ErrCRCType, "primary block CRC type %d", uint64(p.CRCType))
 	}

@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/policy/acl"
+	"github.com/mulegate/mulegate/policy/bpsec"
+	"github.com/mulegate/mulegate/policy/ratelimit"
 )
 
 // DefaultQUICPort is the IANA-registered DTN port, used for QUIC.
@@ -56,7 +59,14 @@ type Config struct {
 	AdapterCheckInterval time.Duration `yaml:"adapter_check_interval"`
 	Adapters             []Adapter     `yaml:"adapters"`
 	Routes               []Route       `yaml:"routes"`
-	Trust                Trust         `yaml:"trust"`
+	// ACL decides which peers may hand this node bundles, whose bundles it
+	// carries, and to whom it hands them (policy/acl).
+	ACL acl.Config `yaml:"acl"`
+	// RateLimit gives each principal its own budget (policy/ratelimit).
+	RateLimit ratelimit.Config `yaml:"ratelimit"`
+	// Signatures says which bundles must be signed, and whether this node
+	// signs what it originates (policy/bpsec).
+	Signatures Signatures `yaml:"signatures"`
 }
 
 // Log configures zap.
@@ -155,12 +165,21 @@ type Route struct {
 	Options map[string]string `yaml:"options"`
 }
 
-// Trust configures peer authentication beyond the default trust on first
-// use.
-type Trust struct {
-	// RequireSignatures lists destination patterns whose bundles must be
-	// signed; "**" means all.
-	RequireSignatures []string `yaml:"require_signatures"`
+// Signatures configures BPSec bundle signatures.
+type Signatures struct {
+	// Sign makes this node sign the bundles it originates (API sends,
+	// inbound adapter messages, status reports) with its identity key, so
+	// that any node can verify them offline.
+	Sign bool `yaml:"sign"`
+	// RequireAll and RequireFor (destination patterns) name the bundles
+	// this node refuses unless their source signed them validly.
+	RequireAll bool     `yaml:"require_all"`
+	RequireFor []string `yaml:"require_for"`
+}
+
+// Requirement is the signature requirement in policy/bpsec's terms.
+func (s Signatures) Requirement() bpsec.RequireConfig {
+	return bpsec.RequireConfig{RequireAll: s.RequireAll, RequireFor: s.RequireFor}
 }
 
 // ByteSize is a size in bytes, written as 1048576, "1MiB", "10 GB", …
@@ -399,11 +418,24 @@ func (c *Config) Validate() error {
 			add(key+".adapter", "%q is not a configured adapter", r.Adapter)
 		}
 	}
-	for i, p := range c.Trust.RequireSignatures {
-		if err := ValidPattern(p); err != nil {
-			add(fmt.Sprintf("trust.require_signatures[%d]", i), "%v", err)
+	// The policy packages validate their own sections, naming the key.
+	policyErr := func(err error) {
+		if err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				key, msg, ok := strings.Cut(line, ": ")
+				if !ok {
+					key, msg = "policy", line
+				}
+				add(key, "%s", msg)
+			}
 		}
 	}
+	_, err := acl.New(c.ACL)
+	policyErr(err)
+	_, err = ratelimit.New(c.RateLimit, nil)
+	policyErr(err)
+	_, err = bpsec.NewRequirement(c.Signatures.Requirement())
+	policyErr(err)
 	if len(errs) > 0 {
 		return errs
 	}

@@ -79,9 +79,9 @@ func (c *Config) Expanded() *Config {
 		}
 		out.Adapters[i] = a
 	}
-	out.Trust.RequireSignatures = make([]string, len(c.Trust.RequireSignatures))
-	for i, p := range c.Trust.RequireSignatures {
-		out.Trust.RequireSignatures[i] = c.Expand(p)
+	out.Signatures.RequireFor = make([]string, len(c.Signatures.RequireFor))
+	for i, p := range c.Signatures.RequireFor {
+		out.Signatures.RequireFor[i] = c.Expand(p)
 	}
 	return &out
 }

@@ -247,6 +247,7 @@ func (q *adapterQueue) meta(m store.Meta) plugins.Meta {
 		ReportTo: p.ReportTo.String(), CreationTime: uint64(p.Creation.Time), Sequence: p.Creation.Sequence,
 		Lifetime: p.Lifetime, PayloadLength: int64(b.Payload.Length), Flags: uint64(p.Flags),
 	}
+	pm.SignatureStatus = q.n.Signature(m)
 	if hc, ok, err := b.HopCount(); ok && err == nil {
 		pm.HopCount, pm.HopLimit = uint32(min(hc.Count, 1<<32-1)), uint32(min(hc.Limit, 1<<32-1))
 	}
@@ -306,7 +307,7 @@ func (q *adapterQueue) fetchLoop(ctx context.Context) {
 // recognised as a duplicate.
 func (q *adapterQueue) inbound(ctx context.Context, adapter plugins.Adapter, in plugins.Inbound) {
 	n := q.n
-	d := door{kind: "adapter", adapter: q.cfg.Name}
+	d := door{kind: "adapter", adapter: q.cfg.Name, sign: true}
 	nack := func(err error) {
 		if e := adapter.Nack(context.WithoutCancel(ctx), in.Receipt, err.Error()); e != nil {
 			q.log.Warn("nack", zap.Error(e))

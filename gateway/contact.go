@@ -318,9 +318,15 @@ func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 	for _, p := range s.Partials {
 		c.peerPartial[p.Digest] = p.Received
 	}
+	// A bundle the peer holds, or (as its delivery notice says) took and
+	// delivered, is confirmed.
+	noticed := make(map[control.Digest]bool, len(s.Notices))
+	for _, nt := range s.Notices {
+		noticed[control.DigestOf(nt.Subject)] = true
+	}
 	var confirmed []bundle.ID
 	for d, id := range c.sent {
-		if c.peerHasLocked(d) {
+		if c.peerHasLocked(d) || noticed[d] {
 			confirmed = append(confirmed, id)
 			delete(c.sent, d)
 		} else if _, partial := c.peerPartial[d]; partial {
@@ -464,6 +470,16 @@ func (c *contact) consider(ctx context.Context, d control.Digest, id bundle.ID, 
 				return
 			}
 		}
+	}
+	principal := n.peerPrincipal(c.peer)
+	if err := n.acl.CheckOutbound(principal); err != nil {
+		return // the access list does not let this node hand it bundles
+	}
+	if err := n.rates.Outbound.Allow(principal, int64(b.Payload.Length)); err != nil {
+		c.mu.Lock()
+		c.fullScan = true // look again once the budget refills
+		c.mu.Unlock()
+		return
 	}
 	copies, _ := n.state.copies(id)
 	dec := n.strategy.Decide(routing.Candidate{ID: id, Destination: b.Primary.Destination, Copies: copies}, c.peer)

@@ -12,6 +12,7 @@ import (
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/convergence"
 	"github.com/mulegate/mulegate/gateway/store"
+	"github.com/mulegate/mulegate/policy/bpsec"
 	"go.uber.org/zap"
 )
 
@@ -20,6 +21,8 @@ type door struct {
 	kind    string     // "api", "peer", "adapter", "local"
 	peer    bundle.EID // kind "peer": the authenticated previous hop
 	adapter string     // kind "adapter": its name
+	// sign: this node originates the bundle and signs it (not for "peer").
+	sign bool
 }
 
 func (d door) from() string {
@@ -85,6 +88,28 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 	if err := n.admit(ctx, d, b); err != nil {
 		return err
 	}
+	// A peer's bundle is verified as it streams into the store; a bundle
+	// this node originates is signed as it streams in.
+	var chk *bpsec.Check
+	var signing *bpsec.Signing
+	sinks := []io.Writer{}
+	if d.kind == "peer" {
+		c, err := n.verifyStart(b)
+		if err != nil {
+			return n.rejected(d, b, err)
+		}
+		if c != nil {
+			chk = c
+			sinks = append(sinks, c)
+		}
+	} else if d.sign && n.signKey != nil && b.Block(bundle.BlockIntegrity) == nil {
+		s, err := bpsec.NewSigning(b, *n.signKey)
+		if err != nil {
+			return n.rejected(d, b, err)
+		}
+		signing = s
+		sinks = append(sinks, s)
+	}
 	w, err := n.store.BeginPut(ctx, b, d.from())
 	if err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
@@ -95,7 +120,11 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 		return n.rejected(d, b, err)
 	}
 	defer w.Abort(false)
-	if _, err := io.Copy(w, payload); err != nil {
+	dst := io.Writer(w)
+	if len(sinks) > 0 {
+		dst = io.MultiWriter(append([]io.Writer{w}, sinks...)...)
+	}
+	if _, err := io.Copy(dst, payload); err != nil {
 		n.log.Debug("payload ended early", zap.String("bundle", w.ID()), zap.Uint64("received", w.Offset()), zap.Error(err))
 		if keepPartial && errors.Is(err, convergence.ErrInterrupted) && w.Offset() > 0 {
 			if aerr := w.Abort(true); aerr != nil {
@@ -105,6 +134,23 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 			}
 		}
 		return err
+	}
+	if chk != nil {
+		signer, err := chk.Finish()
+		if err != nil {
+			return n.rejected(d, b, err)
+		}
+		if chk.Signed() {
+			_ = n.state.setSigner(b.ID(), signatureStatus(signer))
+		}
+	}
+	if signing != nil {
+		if err := signing.Finish(); err != nil {
+			return n.rejected(d, b, err)
+		}
+		if err := w.SetBundle(b); err != nil {
+			return n.rejected(d, b, err)
+		}
 	}
 	if err := w.Commit(ctx); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
@@ -150,6 +196,12 @@ func (n *Node) resume(ctx context.Context, d door, frag *bundle.Bundle, payload 
 	meta, err := n.store.Get(ctx, whole)
 	if err != nil {
 		return true, err
+	}
+	// The part that arrived before the interruption was not verified as
+	// it streamed in: check the whole bundle now, and drop it if it fails.
+	if err := n.verifyStored(ctx, meta.Bundle); err != nil {
+		_ = n.store.Delete(context.WithoutCancel(ctx), whole, bundle.ReasonOf(err))
+		return true, n.rejected(d, meta.Bundle, err)
 	}
 	n.log.Info("resumed an interrupted transfer", zap.String("bundle", whole.String()), zap.Uint64("from", off), zap.Uint64("bytes", frag.Payload.Length))
 	n.stored(ctx, d, meta.Bundle)
@@ -243,6 +295,8 @@ type SendRequest struct {
 	HopLimit uint64
 	// Length is the payload's length in bytes.
 	Length uint64
+	// Sign overrides signatures.sign for this bundle when not nil.
+	Sign *bool
 }
 
 // Send creates a bundle from req with its payload read from payload, and
@@ -272,7 +326,18 @@ func (n *Node) Send(ctx context.Context, req SendRequest, payload io.Reader) (bu
 	if err != nil {
 		return bundle.ID{}, n.rejected(door{kind: "api"}, nil, err)
 	}
-	if err := n.ingest(ctx, door{kind: "api"}, b, payload, false); err != nil {
+	sign := n.cfg.Signatures.Sign
+	if req.Sign != nil {
+		sign = *req.Sign
+	}
+	if sign && n.signKey == nil {
+		key, err := bpsec.KeyOf(n.ident)
+		if err != nil {
+			return bundle.ID{}, fmt.Errorf("this node's identity cannot sign: %w", err)
+		}
+		n.signKey = &key
+	}
+	if err := n.ingest(ctx, door{kind: "api", sign: sign}, b, payload, false); err != nil {
 		return bundle.ID{}, err
 	}
 	return b.ID(), nil
@@ -290,5 +355,5 @@ func (n *Node) originate(ctx context.Context, dst bundle.EID, flags bundle.Bundl
 	if err != nil {
 		return err
 	}
-	return n.ingest(ctx, door{kind: "local"}, b, bytes.NewReader(payload), false)
+	return n.ingest(ctx, door{kind: "local", sign: true}, b, bytes.NewReader(payload), false)
 }

@@ -18,7 +18,10 @@ import (
 	"github.com/mulegate/mulegate/gateway/store"
 	"github.com/mulegate/mulegate/plugins/host"
 	"github.com/mulegate/mulegate/policy"
+	"github.com/mulegate/mulegate/policy/acl"
+	"github.com/mulegate/mulegate/policy/bpsec"
 	"github.com/mulegate/mulegate/policy/identity"
+	"github.com/mulegate/mulegate/policy/ratelimit"
 	"go.uber.org/zap"
 )
 
@@ -57,6 +60,10 @@ type Node struct {
 	layer    convergence.Layer
 	strategy routing.Strategy
 	limits   policy.Limits
+	acl      *acl.ACL
+	rates    *ratelimit.Limiters
+	verifier *bpsec.Verifier
+	signKey  *bpsec.Key // nil: this node does not sign what it originates
 	backoff  routing.Backoff
 	errors   *routing.ErrorTracker
 	routes   []route
@@ -73,7 +80,8 @@ type Node struct {
 	held      map[control.Digest]heldEntry
 	endpoints map[bundle.EID]bool // registered local endpoints
 	watchers  map[bundle.EID]map[chan struct{}]bool
-	peerInfo  map[bundle.EID]*peerInfo // every peer ever seen or configured
+	peerInfo  map[bundle.EID]*peerInfo     // every peer ever seen or configured
+	peerIDs   map[bundle.EID]identity.Peer // authenticated identities from handshakes
 	listeners []convergence.Listener
 	// selection caches the ring's choice of peers (see selected).
 	selection  map[bundle.EID]bool
@@ -155,11 +163,15 @@ func New(opts Options) (*Node, error) {
 		contacts:    map[bundle.EID]*contact{},
 		held:        map[control.Digest]heldEntry{},
 		endpoints:   map[bundle.EID]bool{},
+		peerIDs:     map[bundle.EID]identity.Peer{},
 		watchers:    map[bundle.EID]map[chan struct{}]bool{},
 		peerInfo:    map[bundle.EID]*peerInfo{},
 		queues:      map[string]*adapterQueue{},
 		started:     now(),
 		adapterSelf: opts.AdapterExecutable,
+	}
+	if err := n.setupPolicy(); err != nil {
+		return nil, err
 	}
 	ctx := context.Background()
 	n.store, err = store.Open(ctx, filepath.Join(cfg.DataDir, "store"), store.Options{
@@ -208,7 +220,7 @@ func New(opts Options) (*Node, error) {
 func (n *Node) quicLayer(sink convergence.Sink, events func(convergence.Event)) (convergence.Layer, error) {
 	q := n.cfg.QUIC
 	return quic.New(quic.Options{
-		TLS:                convergence.IdentityTLS(n.ident, n.trust),
+		TLS:                n.peerTLS(),
 		Sink:               sink,
 		Events:             events,
 		Log:                n.log.Named("quic"),

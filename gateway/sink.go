@@ -11,6 +11,7 @@ import (
 	"github.com/mulegate/mulegate/convergence"
 	"github.com/mulegate/mulegate/gateway/control"
 	"github.com/mulegate/mulegate/gateway/store"
+	"github.com/mulegate/mulegate/policy/acl"
 	"go.uber.org/zap"
 )
 
@@ -24,10 +25,16 @@ const maxControlPayload = 32 << 20
 func (n *Node) Receive(ctx context.Context, s convergence.Session, b *bundle.Bundle, payload *bundle.PayloadReader) error {
 	d := door{kind: "peer", peer: s.Peer().NodeID()}
 	if b.IsAdminRecord() && b.Primary.Destination == n.id {
+		if err := n.checkPeer(d.peer, acl.OpRequest, 0); err != nil {
+			return n.rejected(d, b, err)
+		}
 		handled, err := n.receiveControl(ctx, s, b, payload)
 		if handled {
 			return err
 		}
+	}
+	if err := n.checkPeer(d.peer, acl.OpSend, b.Payload.Length); err != nil {
+		return n.rejected(d, b, err)
 	}
 	if b.Primary.IsFragment() {
 		if done, err := n.resume(ctx, d, b, payload); done {

@@ -24,6 +24,7 @@ var (
 	bucketNotices   = []byte("notices")   // subject ID string → encoded control.Notice
 	bucketCopies    = []byte("copies")    // bundle ID string → uint64 copies held
 	bucketEndpoints = []byte("endpoints") // endpoint EID string → nothing
+	bucketSigners   = []byte("signers")   // bundle ID string → signature status
 )
 
 func openState(dir string) (*nodeState, error) {
@@ -32,7 +33,7 @@ func openState(dir string) (*nodeState, error) {
 		return nil, fmt.Errorf("opening node state in %s (is another mulegate using this data directory?): %w", dir, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketNotices, bucketCopies, bucketEndpoints, bucketInbound} {
+		for _, b := range [][]byte{bucketNotices, bucketCopies, bucketEndpoints, bucketInbound, bucketSigners} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -135,8 +136,28 @@ func (s *nodeState) setCopies(id bundle.ID, n uint64) error {
 
 func (s *nodeState) forget(id bundle.ID) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSigners).Delete([]byte(id.String())); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketCopies).Delete([]byte(id.String()))
 	})
+}
+
+// setSigner records who signed a bundle, as verification established.
+func (s *nodeState) setSigner(id bundle.ID, status string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSigners).Put([]byte(id.String()), []byte(status))
+	})
+}
+
+// signer is the signature status recorded for a bundle, or "".
+func (s *nodeState) signer(id bundle.ID) string {
+	var out string
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		out = string(tx.Bucket(bucketSigners).Get([]byte(id.String())))
+		return nil
+	})
+	return out
 }
 
 func (s *nodeState) addEndpoint(e bundle.EID) error {

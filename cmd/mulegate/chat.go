@@ -30,7 +30,8 @@ Commands: /share FILE sends a file (receivers save it in their incoming
 directory, under a safe name, never overwriting), /history [N], /peers,
 /help, /quit.
 
-Messages are not signed yet: a name is what the sending node claims.`,
+Messages are signed by the sending node; ✓ marks those whose signature this
+node verified (with a group CA: the member name). Others show (unverified).`,
 		Example: `  mulegate chat --group campfire
   mulegate chat --group campfire --incoming ~/Downloads/campfire`,
 		Args: cobra.NoArgs,

@@ -32,7 +32,6 @@ func TestCLIClientErrors(t *testing.T) {
 		{"no token file", nil, []string{"status", "--api", n.api, "--data", emptyData}, []string{"no API token", "MULEGATE_API_TOKEN"}},
 		{"wrong token", []string{"MULEGATE_API_TOKEN=" + strings.Repeat("0", 64), "MULEGATE_API=" + n.api}, []string{"peers"}, []string{"wrong API token", "401"}},
 		{"nobody listening", nil, []string{"status", "--api", dead, "--data", n.data}, []string{"cannot reach the node's API at " + dead, "mulegate run"}},
-		{"signing", nil, []string{"send", "--to", "dtn://x/y", "--sign", file, "--api", n.api, "--data", n.data}, []string{"bundle signatures are not available yet", "501"}},
 		{"lifetime over the node's maximum", nil, []string{"send", "--to", "dtn://x/y", "--lifetime", "1000d", file, "--api", n.api, "--data", n.data}, []string{"lifetime exceeds", "422"}},
 		{"bad destination", nil, []string{"send", "--to", "bob", file, "--api", n.api, "--data", n.data}, []string{"--to \"bob\""}},
 		{"missing file", nil, []string{"send", "--to", "dtn://x/y", filepath.Join(emptyData, "nope"), "--api", n.api, "--data", n.data}, []string{"no such file"}},

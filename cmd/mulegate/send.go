@@ -68,7 +68,10 @@ terminal for large files.`,
 					return fmt.Errorf("--source %q: %w", source, err)
 				}
 			}
-			p.HopLimit, p.Sign = hopLimit, sign
+			p.HopLimit = hopLimit
+			if cmd.Flags().Changed("sign") {
+				p.Sign = &sign
+			}
 
 			c, addr, err := cf.client()
 			if err != nil {
@@ -107,7 +110,7 @@ terminal for large files.`,
 	fl.StringVar(&reportTo, "report-to", "", "endpoint `EID` the status reports go to (default: the source)")
 	fl.StringVar(&source, "source", "", "source endpoint `EID` on this node (default: the node ID)")
 	fl.Uint64Var(&hopLimit, "hop-limit", 0, "hops the bundle may take, 1-255 (default: the node's routing.default_hop_limit)")
-	fl.BoolVar(&sign, "sign", false, "sign the bundle (not available yet: the node refuses rather than send it unsigned)")
+	fl.BoolVar(&sign, "sign", true, "sign the bundle with the node's key (BPSec, COSE); --sign=false sends it unsigned (default: the node's signatures.sign)")
 	fl.BoolVar(&asJSON, "json", false, "print the node's answer as JSON")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd

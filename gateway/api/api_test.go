@@ -107,7 +107,6 @@ func TestMalformedRequests(t *testing.T) {
 		{name: "unknown parameter", method: "POST", path: "/v1/bundles?destination=dtn://c/x&colour=red", status: 400, param: "colour", errSubstr: "unknown parameter"},
 		{name: "parameter twice", method: "POST", path: "/v1/bundles?destination=dtn://c/x&destination=dtn://c/y", status: 400, param: "destination", errSubstr: "2 times"},
 		{name: "bad query string", method: "POST", path: "/v1/bundles?destination=%zz", status: 400, param: "query", errSubstr: "query string"},
-		{name: "signing", method: "POST", path: "/v1/bundles?destination=dtn://c/x&sign=true", body: "hi", status: 501, reason: "not_implemented", param: "sign", errSubstr: "bundle signatures are not available yet"},
 		{name: "chunked upload", method: "POST", path: "/v1/bundles?destination=dtn://c/x", body: "hello", chunked: true, status: 411, reason: "length_required", errSubstr: "Content-Length"},
 		{name: "lifetime over the node's maximum", method: "POST", path: "/v1/bundles?destination=dtn://c/x&lifetime=1000d", body: "hi", status: 422, reason: "no_information", errSubstr: "lifetime exceeds"},
 		{name: "source on another node", method: "POST", path: "/v1/bundles?destination=dtn://c/x&source=dtn://b/app", body: "hi", status: 422, errSubstr: "not an endpoint of this node"},

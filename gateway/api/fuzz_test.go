@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func FuzzParseSendParams(f *testing.F) {
 		if err != nil {
 			t.Fatalf("%q parsed, but its re-encoding %q does not: %v", raw, p.Query(), err)
 		}
-		if again != p {
+		if !reflect.DeepEqual(again, p) {
 			t.Fatalf("round trip of %q: %+v != %+v", raw, again, p)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/gateway/store"
 )
 
 var zeroTime time.Time
@@ -89,7 +90,7 @@ func (s *Server) deliveries(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	out := Deliveries{Endpoint: ep.String(), Deliveries: []Delivery{}}
 	for _, m := range metas {
-		out.Deliveries = append(out.Deliveries, deliveryOf(m, ep, now))
+		out.Deliveries = append(out.Deliveries, s.delivery(m, ep, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -172,7 +173,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			sent[id] = true
-			if _, err := fmt.Fprintf(w, "event: delivery\nid: %s\ndata: %s\n\n", id, mustJSON(deliveryOf(m, ep, now))); err != nil {
+			if _, err := fmt.Fprintf(w, "event: delivery\nid: %s\ndata: %s\n\n", id, mustJSON(s.delivery(m, ep, now))); err != nil {
 				return
 			}
 		}
@@ -211,4 +212,11 @@ func mustJSON(v any) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// delivery describes a waiting bundle, with its signature status.
+func (s *Server) delivery(m store.Meta, ep bundle.EID, now time.Time) Delivery {
+	d := deliveryOf(m, ep, now)
+	d.Signature = s.node.Signature(m)
+	return d
 }

@@ -191,9 +191,9 @@ type SendParams struct {
 	Reports bundle.BundleFlags
 	// HopLimit zero means the node's default.
 	HopLimit uint64
-	// Sign asks for a bundle signature, which is not available yet: the
-	// API refuses it rather than send an unsigned bundle.
-	Sign bool
+	// Sign asks for (true) or against (false) signing the bundle with the
+	// node's key; nil leaves it to the node's signatures.sign.
+	Sign *bool
 }
 
 var sendParamNames = []string{"destination", "source", "report_to", "lifetime", "report", "hop_limit", "sign"}
@@ -248,8 +248,12 @@ func ParseSendParams(raw string) (SendParams, error) {
 		}
 		p.HopLimit = n
 	}
-	if p.Sign, err = parseBool(q, "sign"); err != nil {
-		return p, err
+	if _, ok := q["sign"]; ok {
+		v, err := parseBool(q, "sign")
+		if err != nil {
+			return p, err
+		}
+		p.Sign = &v
 	}
 	return p, nil
 }
@@ -275,8 +279,8 @@ func (p SendParams) Query() string {
 	if p.HopLimit != 0 {
 		q.Set("hop_limit", strconv.FormatUint(p.HopLimit, 10))
 	}
-	if p.Sign {
-		q.Set("sign", "true")
+	if p.Sign != nil {
+		q.Set("sign", strconv.FormatBool(*p.Sign))
 	}
 	return q.Encode()
 }

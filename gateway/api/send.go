@@ -10,20 +10,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// ErrSignUnavailable refuses sign=true: bundle signatures (BPSec) come with
-// the policy work. The API does not send an unsigned bundle in its place.
-var ErrSignUnavailable = errors.New("bundle signatures are not available yet: a bundle that asks to be signed is not sent unsigned; send it without sign=true (mulegate send: without --sign)")
-
 // send is POST /v1/bundles: the request body is the payload, streamed
 // into the store; the answer comes once the bundle is durable.
 func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	p, err := ParseSendParams(r.URL.RawQuery)
 	if err != nil {
 		writeParamError(w, err)
-		return
-	}
-	if p.Sign {
-		writeError(w, http.StatusNotImplemented, "not_implemented", "sign", ErrSignUnavailable.Error())
 		return
 	}
 	if r.ContentLength < 0 || (r.ContentLength == 0 && r.Header.Get("Content-Length") == "") {
@@ -34,7 +26,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	body := &bodyReader{r: r.Body}
 	req := gateway.SendRequest{
 		Source: p.Source, Destination: p.Destination, ReportTo: p.ReportTo, Lifetime: p.Lifetime,
-		Flags: p.Reports, HopLimit: p.HopLimit, Length: uint64(r.ContentLength),
+		Flags: p.Reports, HopLimit: p.HopLimit, Length: uint64(r.ContentLength), Sign: p.Sign,
 	}
 	id, err := s.node.Send(r.Context(), req, body)
 	if err != nil {

@@ -49,10 +49,14 @@ type Delivery struct {
 	HopCount *bundle.HopCount `json:"hop_count,omitempty"`
 	// AdminRecord marks a status report (RFC 9171 §6.1) rather than
 	// application data.
-	AdminRecord bool   `json:"admin_record,omitempty"`
-	Fragment    bool   `json:"fragment,omitempty"`
-	PayloadURL  string `json:"payload_url"`
-	AckURL      string `json:"ack_url"`
+	AdminRecord bool `json:"admin_record,omitempty"`
+	Fragment    bool `json:"fragment,omitempty"`
+	// Signature is what the node established about the sender's signature:
+	// "valid:NAME (via)" when verified, "signed-here" for a bundle this node
+	// signed, empty when unsigned or not verifiable here.
+	Signature  string `json:"signature,omitempty"`
+	PayloadURL string `json:"payload_url"`
+	AckURL     string `json:"ack_url"`
 }
 
 // Deliveries answers GET /v1/deliveries.

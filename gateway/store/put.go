@@ -664,3 +664,37 @@ func truncateSync(path string, n int64) error {
 	}
 	return f.Sync()
 }
+
+// SetBundle replaces the metadata the Writer will commit with b, which must
+// be the same bundle (same ID, same payload length): for an extension block
+// that can only be computed once the payload has streamed past, such as an
+// integrity block whose signature covers the payload. A larger header
+// reserves the extra room first, and fails with ErrFull when there is none.
+func (w *Writer) SetBundle(b *bundle.Bundle) error {
+	const op = "put"
+	if w.done || w.failed != nil {
+		return newErr(op, ErrClosed, w.idStr, "the writer is finished", nil)
+	}
+	if w.resumed {
+		return newErr(op, ErrInvalid, w.idStr, "a resumed reception keeps its header", nil)
+	}
+	if b.ID().String() != w.idStr || b.Payload.Length != w.size {
+		return newErr(op, ErrInvalid, w.idStr, "SetBundle needs the same bundle: same ID and payload length", nil)
+	}
+	header, err := b.MarshalHeader()
+	if err != nil {
+		return newErr(op, ErrInvalid, w.idStr, "encoding the header", err)
+	}
+	encLen, err := b.EncodedLen()
+	if err != nil {
+		return newErr(op, ErrInvalid, w.idStr, "encoding the header", err)
+	}
+	if extra := int64(len(header)) - int64(len(w.header)); extra > 0 {
+		if err := w.s.reserve(op, w.idStr, extra, 0); err != nil {
+			return err
+		}
+		w.reserved += extra
+	}
+	w.header, w.encLen = header, encLen
+	return nil
+}

@@ -30,8 +30,8 @@ import (
 // length minus the header's.
 //
 // Nothing in the envelope says who sent it: the sender shown is the
-// bundle's source node. Messages are not signed yet, so a node can claim
-// any source; the UI says so.
+// bundle's source node, which signs the bundle (BPSec). The UI marks the
+// messages whose signature the local node verified.
 
 // Version is the format version this package writes and reads.
 const Version = 1

@@ -99,9 +99,10 @@ func TestFormatMessage(t *testing.T) {
 		m    message
 		want string
 	}{
-		{message{Time: at, From: "alice", Hops: 1, AgeMS: 4200, Kind: KindText, Text: "hi"}, "15:04:05 alice (1 hop, 4s old): hi"},
-		{message{Time: at, From: "bob", Hops: 3, AgeMS: 2*3600e3 + 5*60e3, Kind: KindText, Text: "late"}, "15:04:05 bob (3 hops, 2h05m old): late"},
-		{message{Time: at, From: "bob", Hops: -1, AgeMS: 3 * 86400e3, Kind: KindFile, Name: "a.txt", Bytes: 2048, Path: "/in/a.txt"}, "15:04:05 bob (? hops, 3d00h old) shared a.txt (2.0 KiB), saved as /in/a.txt"},
+		{message{Time: at, From: "alice", Hops: 1, AgeMS: 4200, Kind: KindText, Text: "hi"}, "15:04:05 alice (unverified) (1 hop, 4s old): hi"},
+		{message{Time: at, From: "alice", Verified: "campfire/alice", Hops: 1, AgeMS: 4200, Kind: KindText, Text: "hi"}, "15:04:05 alice ✓campfire/alice (1 hop, 4s old): hi"},
+		{message{Time: at, From: "bob", Hops: 3, AgeMS: 2*3600e3 + 5*60e3, Kind: KindText, Text: "late"}, "15:04:05 bob (unverified) (3 hops, 2h05m old): late"},
+		{message{Time: at, From: "bob", Hops: -1, AgeMS: 3 * 86400e3, Kind: KindFile, Name: "a.txt", Bytes: 2048, Path: "/in/a.txt"}, "15:04:05 bob (unverified) (? hops, 3d00h old) shared a.txt (2.0 KiB), saved as /in/a.txt"},
 	} {
 		if got := formatMessage(c.m, at); got != c.want {
 			t.Errorf("got  %q\nwant %q", got, c.want)

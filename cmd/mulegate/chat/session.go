@@ -4,7 +4,8 @@
 // whichever node meets whichever, so a message may arrive hours after it was
 // written; each line shows its age and the hops it took.
 //
-// The message format is in envelope.go. Messages are not signed yet; the
+// The message format is in envelope.go. Messages are signed by the
+// sender's node; the
 // screen says so.
 package chat
 
@@ -71,9 +72,12 @@ type session struct {
 
 // message is one chat message, as shown and as kept in the history file.
 type message struct {
-	ID       string    `json:"id"`
-	Time     time.Time `json:"time"` // when it was written (the sender's clock), or received
-	From     string    `json:"from"` // the source node's name
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"` // when it was written (the sender's clock), or received
+	From string    `json:"from"` // the source node's name
+	// Verified is who signed the message, as this node verified it (a
+	// group CA's member name, or the node ID), or "" when unverified.
+	Verified string    `json:"verified,omitempty"`
 	Hops     int64     `json:"hops"` // -1: unknown
 	AgeMS    int64     `json:"age_ms"`
 	Kind     string    `json:"kind"` // text, file, other
@@ -82,6 +86,20 @@ type message struct {
 	Path     string    `json:"path,omitempty"`  // where it was saved
 	Bytes    int64     `json:"bytes,omitempty"` // a shared file's size
 	Received time.Time `json:"received"`
+}
+
+// verifiedSigner turns the node's signature status into who signed:
+// "valid:campfire/alice (ca)" → "campfire/alice"; "signed-here" → "you".
+func verifiedSigner(status string) string {
+	if status == "signed-here" {
+		return "you"
+	}
+	who, ok := strings.CutPrefix(status, "valid:")
+	if !ok {
+		return ""
+	}
+	who, _, _ = strings.Cut(who, " (")
+	return Clean(who)
 }
 
 // take reads one delivery, saves what it carries, records it in the
@@ -98,6 +116,7 @@ func (s *session) take(ctx context.Context, d api.Delivery) (message, error) {
 	if d.HopCount != nil {
 		m.Hops = int64(d.HopCount.Count)
 	}
+	m.Verified = verifiedSigner(d.Signature)
 	p, err := s.c.OpenPayload(ctx, d.ID)
 	if err != nil {
 		return m, err

@@ -105,7 +105,7 @@ type model struct {
 func newModel(ctx context.Context, s *session) *model {
 	m := &model{ctx: ctx, s: s, w: 80, h: 24}
 	m.add(fmt.Sprintf("joined %s as %s. Type a message and press Enter; /help lists the commands.", s.ep, s.me.NodeName()))
-	m.add("Messages are not signed yet: a name is what the sending node claims to be.")
+	m.add("Messages are signed by the sender's node. ✓ marks a signature this node verified (with a group CA, the member name is shown); without ✓ a name is only what the sending node claims.")
 	return m
 }
 
@@ -274,7 +274,7 @@ func (m *model) submit(line string) tea.Cmd {
 
 func (m *model) View() tea.View {
 	w, h := m.w, m.h
-	header := fmt.Sprintf("#%s — %s via %s — not signed — /help", m.s.group, m.s.me.NodeName(), m.s.me)
+	header := fmt.Sprintf("#%s — %s via %s — ✓ = verified signature — /help", m.s.group, m.s.me.NodeName(), m.s.me)
 	var body []string
 	for _, l := range m.lines {
 		body = append(body, wrap(l, w)...)
@@ -319,7 +319,16 @@ func formatMessage(m message, now time.Time) string {
 	case m.Hops >= 0:
 		hops = fmt.Sprintf("%d hops", m.Hops)
 	}
-	head := fmt.Sprintf("%s %s (%s, %s old)", m.Time.Local().Format("15:04:05"), m.From, hops, ago(time.Duration(m.AgeMS)*time.Millisecond))
+	from := m.From
+	switch {
+	case m.Verified == "you" || m.Verified == m.From || strings.HasPrefix(m.Verified, "dtn://"+m.From+"/"):
+		from += " ✓"
+	case m.Verified != "":
+		from += " ✓" + m.Verified
+	default:
+		from += " (unverified)"
+	}
+	head := fmt.Sprintf("%s %s (%s, %s old)", m.Time.Local().Format("15:04:05"), from, hops, ago(time.Duration(m.AgeMS)*time.Millisecond))
 	switch m.Kind {
 	case KindText:
 		return head + ": " + m.Text
