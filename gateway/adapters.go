@@ -281,7 +281,7 @@ func (q *adapterQueue) fetchLoop(ctx context.Context) {
 			}
 			continue
 		}
-		err = adapter.Fetch(ctx, plugins.FetchRequest{MaxMessages: 64, MaxBytes: 64 << 20, Wait: 5 * time.Second}, func(in plugins.Inbound) error {
+		err = adapter.Fetch(ctx, plugins.FetchRequest{MaxMessages: 64, MaxBytes: int64(min(uint64(n.cfg.Limits.MaxBundleSize), 1<<62)), Wait: 5 * time.Second}, func(in plugins.Inbound) error {
 			q.inbound(ctx, adapter, in)
 			return nil
 		})
@@ -315,7 +315,7 @@ func (q *adapterQueue) inbound(ctx context.Context, adapter plugins.Adapter, in 
 	}
 	dst, err := bundle.ParseEID(in.Destination)
 	if err != nil {
-		n.metrics.rejected.WithLabelValues(d.kind, bundle.ReasonOf(err).String()).Inc()
+		n.metrics.rejected.WithLabelValues(d.kind, bundle.ReasonOf(err).String(), kindOf(err)).Inc()
 		nack(fmt.Errorf("rejected: destination: %w", err))
 		return
 	}
@@ -349,7 +349,7 @@ func (q *adapterQueue) inbound(ctx context.Context, adapter plugins.Adapter, in 
 		CRCType: bundle.CRC32C, HopLimit: n.cfg.Routing.DefaultHopLimit, PayloadLength: uint64(in.PayloadLength),
 	})
 	if err != nil {
-		n.metrics.rejected.WithLabelValues(d.kind, bundle.ReasonOf(err).String()).Inc()
+		n.metrics.rejected.WithLabelValues(d.kind, bundle.ReasonOf(err).String(), kindOf(err)).Inc()
 		nack(fmt.Errorf("rejected: %w", err))
 		return
 	}

@@ -71,7 +71,7 @@ func knownBlock(t bundle.BlockType) bool {
 // rejected counts and logs a refusal, and returns err unchanged.
 func (n *Node) rejected(d door, b *bundle.Bundle, err error) error {
 	reason := bundle.ReasonOf(err)
-	n.metrics.rejected.WithLabelValues(d.kind, reason.String()).Inc()
+	n.metrics.rejected.WithLabelValues(d.kind, reason.String(), kindOf(err)).Inc()
 	fields := []zap.Field{zap.String("door", d.from()), zap.String("reason", reason.String()), zap.Error(err)}
 	if b != nil {
 		fields = append(fields, zap.String("bundle", b.ID().String()))

@@ -9,16 +9,17 @@ import (
 type metrics struct {
 	reg *prometheus.Registry
 
-	received    *prometheus.CounterVec // by door
-	stored      *prometheus.CounterVec // by door
-	rejected    *prometheus.CounterVec // by door and reason
-	forwarded   prometheus.Counter
-	transmitted prometheus.Counter
-	delivered   *prometheus.CounterVec // by kind: local, adapter
-	expired     prometheus.Counter
-	deleted     *prometheus.CounterVec // by reason
-	bytesIn     *prometheus.CounterVec // by door
-	bytesOut    prometheus.Counter
+	received     *prometheus.CounterVec // by door
+	stored       *prometheus.CounterVec // by door
+	rejected     *prometheus.CounterVec // by door, reason and kind
+	peersRefused *prometheus.CounterVec // by kind
+	forwarded    prometheus.Counter
+	transmitted  prometheus.Counter
+	delivered    *prometheus.CounterVec // by kind: local, adapter
+	expired      prometheus.Counter
+	deleted      *prometheus.CounterVec // by reason
+	bytesIn      *prometheus.CounterVec // by door
+	bytesOut     prometheus.Counter
 
 	notices         *prometheus.CounterVec // by outcome: created, accepted, rejected
 	summariesSent   prometheus.Counter
@@ -34,7 +35,8 @@ func newMetrics() *metrics {
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
 	m.received = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_received_total", Help: "Bundles offered to this node, by door (api, peer, adapter, local)."}, []string{"door"})
 	m.stored = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_stored_total", Help: "Bundles durably stored, by door."}, []string{"door"})
-	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_rejected_total", Help: "Bundles refused, by door and status report reason."}, []string{"door", "reason"})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_rejected_total", Help: "Bundles refused, by door, status report reason, and the rule that refused them (kind)."}, []string{"door", "reason", "kind"})
+	m.peersRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_peers_refused_total", Help: "Peers refused in the TLS handshake, by the rule that refused them."}, []string{"kind"})
 	m.forwarded = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_bundles_forwarded_total", Help: "Bundles a peer confirmed holding after this node sent them."})
 	m.transmitted = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_bundles_transmitted_total", Help: "Bundles (and fragments) sent to peers, control records excluded."})
 	m.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_delivered_total", Help: "Bundles delivered, to a local endpoint or an adapter."}, []string{"to"})
@@ -49,7 +51,7 @@ func newMetrics() *metrics {
 	m.statusReports = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_status_reports_sent_total", Help: "Bundle status reports this node originated."})
 	m.sendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_send_errors_total", Help: "Failed sends to peers, by class (transient, fatal)."}, []string{"class"})
 	m.adapterRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_adapter_restarts_total", Help: "Adapter process restarts."}, []string{"adapter"})
-	for _, c := range []prometheus.Collector{m.received, m.stored, m.rejected, m.forwarded, m.transmitted, m.delivered, m.expired, m.deleted, m.bytesIn, m.bytesOut, m.notices, m.summariesSent, m.summariesRecv, m.contactsOpened, m.statusReports, m.sendErrors, m.adapterRestarts} {
+	for _, c := range []prometheus.Collector{m.received, m.stored, m.rejected, m.peersRefused, m.forwarded, m.transmitted, m.delivered, m.expired, m.deleted, m.bytesIn, m.bytesOut, m.notices, m.summariesSent, m.summariesRecv, m.contactsOpened, m.statusReports, m.sendErrors, m.adapterRestarts} {
 		f(c)
 	}
 	return m

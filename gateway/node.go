@@ -220,16 +220,28 @@ func New(opts Options) (*Node, error) {
 func (n *Node) quicLayer(sink convergence.Sink, events func(convergence.Event)) (convergence.Layer, error) {
 	q := n.cfg.QUIC
 	return quic.New(quic.Options{
-		TLS:                n.peerTLS(),
-		Sink:               sink,
-		Events:             events,
-		Log:                n.log.Named("quic"),
-		MaxBundleSize:      uint64(n.cfg.Limits.MaxBundleSize),
+		TLS:    n.peerTLS(),
+		Sink:   sink,
+		Events: events,
+		Log:    n.log.Named("quic"),
+		// The layer's own bound only stops absurd sizes; the node's limit
+		// (policy.Limits, from the header) refuses the rest, and counts it.
+		MaxBundleSize:      edgeLimit(uint64(n.cfg.Limits.MaxBundleSize)),
 		MaxIncomingStreams: q.MaxIncomingStreams,
 		HandshakeTimeout:   q.HandshakeTimeout,
 		IdleTimeout:        q.IdleTimeout,
 		KeepAlive:          q.KeepAlive,
 	})
+}
+
+// edgeLimit is the convergence layer's size bound: half as much again as
+// the node's, so that the node itself refuses (and counts) oversized
+// bundles from their headers.
+func edgeLimit(limit uint64) uint64 {
+	if limit > 1<<61 {
+		return limit
+	}
+	return limit + limit/2 + 1<<20
 }
 
 // loadHeld builds the in-memory index of held bundle IDs from the store.

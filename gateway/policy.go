@@ -14,6 +14,7 @@ import (
 	"github.com/mulegate/mulegate/policy/bpsec"
 	"github.com/mulegate/mulegate/policy/identity"
 	"github.com/mulegate/mulegate/policy/ratelimit"
+	"go.uber.org/zap"
 )
 
 // setupPolicy builds the access lists, rate limiters, signature verifier
@@ -48,9 +49,9 @@ func (n *Node) setupPolicy() error {
 // per-operation checks.
 func (n *Node) peerTLS() convergence.TLS {
 	t := convergence.IdentityTLS(n.ident, n.trust)
-	t.Server = n.acl.Wrap(t.Server, n.trust)
+	t.Server = n.counted(n.acl.Wrap(t.Server, n.trust))
 	client := t.Client
-	t.Client = func(expected bundle.EID) *tls.Config { return n.acl.Wrap(client(expected), n.trust) }
+	t.Client = func(expected bundle.EID) *tls.Config { return n.counted(n.acl.Wrap(client(expected), n.trust)) }
 	peerID := t.PeerID
 	t.PeerID = func(cs tls.ConnectionState) (bundle.EID, error) {
 		id, err := peerID(cs)
@@ -65,6 +66,21 @@ func (n *Node) peerTLS() convergence.TLS {
 		return id, nil
 	}
 	return t
+}
+
+// counted makes a TLS configuration count and log the peers it refuses.
+func (n *Node) counted(c *tls.Config) *tls.Config {
+	verify := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			kind := kindOf(err)
+			n.metrics.peersRefused.WithLabelValues(kind).Inc()
+			n.log.Info("peer refused in the handshake", zap.String("kind", kind), zap.Error(err))
+		}
+		return err
+	}
+	return c
 }
 
 // peerPrincipal is who an authenticated peer is, for the access lists and

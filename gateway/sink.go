@@ -68,7 +68,7 @@ func (n *Node) receiveControl(ctx context.Context, s convergence.Session, b *bun
 	}
 	sum, err := control.UnmarshalSummary(rec.Content)
 	if err != nil {
-		n.metrics.rejected.WithLabelValues("peer", bundle.ReasonBlockUnintelligible.String()).Inc()
+		n.metrics.rejected.WithLabelValues("peer", bundle.ReasonBlockUnintelligible.String(), "malformed_summary").Inc()
 		n.log.Warn("bad summary from a peer", zap.Stringer("peer", s.Peer()), zap.Error(err))
 		return true, convergence.Reject(bundle.ReasonBlockUnintelligible, fmt.Errorf("summary: %w", err))
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/dir"
+	"github.com/mulegate/mulegate/plugins/nats"
 )
 
 // Module is a built-in adapter.
@@ -32,6 +33,7 @@ type Module struct {
 // list on each call, so that there is no registry to mutate.
 func Modules() []Module {
 	mods := []Module{
+		{Name: "nats", Summary: "publishes bundles to NATS JetStream (large payloads via its object store); fetches inbound messages from a durable pull consumer", New: func(log *zap.Logger) plugins.Adapter { return nats.New(log) }},
 		{
 			Name:    "dir",
 			Summary: "delivers bundles as files into a directory; turns files dropped into an inbox into inbound messages",

@@ -1,0 +1,523 @@
+// Package e2e holds the nats adapter's end-to-end tests (issue 8): real
+// `mulegate run` nodes, which run the adapter as `mulegate adapter nats`
+// under their adapter queues, against a real nats-server process. They
+// build the mulegate binary, so they are skipped with -short. They live
+// apart from the adapter's own tests so that those never depend on the
+// node's packages.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/gateway/api"
+	"github.com/mulegate/mulegate/plugins/nats/internal/natstest"
+)
+
+var (
+	freePort     = natstest.FreePort
+	newProcess   = natstest.NewProcess
+	client       = natstest.Client
+	createStream = natstest.CreateStream
+	publish      = natstest.Publish
+	eventually   = natstest.Eventually
+	errNotYet    = natstest.ErrNotYet
+)
+
+// buildMulegate builds the mulegate binary (with this adapter built in)
+// into a temporary directory.
+func buildMulegate(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: builds mulegate and runs real nodes")
+	}
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "mulegate")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mulegate")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building mulegate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// e2eNode is a real `mulegate run` process on loopback ports.
+type e2eNode struct {
+	bin, name, dir, data, api, quic, logf string
+	cmd                                   *exec.Cmd
+	done                                  chan error
+	token                                 string
+}
+
+func newE2ENode(t *testing.T, bin, name, config string) *e2eNode {
+	t.Helper()
+	dir := t.TempDir()
+	n := &e2eNode{bin: bin, name: name, dir: dir, data: filepath.Join(dir, "data"), logf: filepath.Join(dir, "node.log"),
+		api: fmt.Sprintf("127.0.0.1:%d", freePort(t)), quic: freeUDP(t)}
+	base := "routing:\n  summary_interval: 1s\n  retry_min: 200ms\n  retry_max: 2s\nadapter_check_interval: 300ms\nlog:\n  level: info\n  format: json\n"
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(base+config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.stop(t)
+		if t.Failed() {
+			data, _ := os.ReadFile(n.logf)
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			t.Logf("last log lines of %s:\n%s", n.name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+		}
+	})
+	return n
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func (n *e2eNode) id() string { return "dtn://" + n.name + "/" }
+
+func (n *e2eNode) start(t *testing.T, peers ...*e2eNode) {
+	t.Helper()
+	args := []string{"run", "--config", filepath.Join(n.dir, "config.yaml"), "--node", n.id(), "--data", n.data,
+		"--listen-quic", n.quic, "--api", n.api, "--discovery=false"}
+	for _, p := range peers {
+		args = append(args, "--peer", p.id()+"@"+p.quic)
+	}
+	logf, err := os.OpenFile(n.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	n.cmd = exec.Command(n.bin, args...)
+	n.cmd.Env = e2eEnv()
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.done = make(chan error, 1)
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(n.cmd, n.done)
+	eventually(t, 30*time.Second, "node "+n.name+" ready", func() error {
+		select {
+		case err := <-n.done:
+			n.done <- err
+			data, _ := os.ReadFile(n.logf)
+			t.Fatalf("node %s exited while starting: %v\n%s", n.name, err, data)
+		default:
+		}
+		tok, err := api.ReadToken(n.data)
+		if err != nil {
+			return err
+		}
+		c, err := api.NewClient(n.api, tok)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := c.Ready(ctx); err != nil {
+			return err
+		}
+		n.token = tok
+		return nil
+	})
+}
+
+// kill ends the node with SIGKILL: a crash.
+func (n *e2eNode) kill(t *testing.T) {
+	t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	<-n.done
+	n.cmd = nil
+}
+
+// stop ends the node with SIGTERM.
+func (n *e2eNode) stop(t *testing.T) {
+	t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+		t.Errorf("node %s did not stop within 20s of SIGTERM", n.name)
+	}
+	n.cmd = nil
+}
+
+func (n *e2eNode) client(t *testing.T) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(n.api, n.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// mg runs the mulegate CLI against the node.
+func (n *e2eNode) mg(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
+	cmd := exec.CommandContext(ctx, n.bin, append(args, "--api", n.api, "--data", n.data)...)
+	cmd.Env = e2eEnv()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.Bytes(), e.Bytes(), err
+}
+
+// queued counts the node's bundles still pending or in flight somewhere.
+func (n *e2eNode) queued(t *testing.T) int {
+	t.Helper()
+	total := 0
+	for _, state := range []string{"pending", "in_flight"} {
+		l, err := n.client(t).Bundles(t.Context(), api.BundleQuery{State: state, Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(l)
+	}
+	return total
+}
+
+func e2eEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MULEGATE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// natsNodeConfig is a gateway node's configuration with the nats adapter
+// routing dtn://cloud/logs/** to logs.{src_node}.{service}.
+func natsNodeConfig(url string, fetch bool, inbound string) string {
+	return fmt.Sprintf(`adapters:
+  - name: logs
+    builtin: nats
+    max_in_flight: 64
+    fetch: %v
+    config:
+      urls: [%q]
+      connect_timeout: 1s
+      streams:
+        - {name: LOGS, subjects: ["logs.>"], duplicates: 10m}
+        - {name: INBOUND, subjects: ["to.>"]}
+%s
+routes:
+  - match: "dtn://cloud/logs/**"
+    adapter: logs
+    options: {subject: "logs.{src_node}.{service}"}
+`, fetch, url, inbound)
+}
+
+// sendLogs sends n bundles of 1 KiB to dtn://cloud/logs/app<i%3> through
+// the node's API, and returns their IDs.
+func sendLogs(t *testing.T, n *e2eNode, count int) map[string]bool {
+	t.Helper()
+	c := n.client(t)
+	ids := make([]string, count)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= count {
+					return
+				}
+				dst, _ := bundle.ParseEID(fmt.Sprintf("dtn://cloud/logs/app%d", i%3))
+				payload := bytes.Repeat([]byte(fmt.Sprintf("log line %08d ", i)), 64)[:1024]
+				res, err := c.Send(t.Context(), api.SendParams{Destination: dst, Lifetime: time.Hour}, bytes.NewReader(payload), int64(len(payload)))
+				if err != nil {
+					errs <- fmt.Errorf("send %d: %w", i, err)
+					return
+				}
+				ids[i] = res.ID
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	set := make(map[string]bool, count)
+	for _, id := range ids {
+		set[id] = true
+	}
+	if len(set) != count {
+		t.Fatalf("%d distinct bundle IDs for %d sends", len(set), count)
+	}
+	return set
+}
+
+// streamIDs reads every message of a stream and returns its Nats-Msg-Id
+// values, counted.
+func streamIDs(t *testing.T, js jetstream.JetStream, stream string) map[string]int {
+	t.Helper()
+	c, err := js.OrderedConsumer(t.Context(), stream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := int(info.NumPending)
+	ids := map[string]int{}
+	for got := 0; got < want; {
+		batch, err := c.Fetch(min(want-got, 1000), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			ids[m.Headers().Get("Nats-Msg-Id")]++
+			n++
+		}
+		if n == 0 {
+			t.Fatalf("read %d of %d messages of %s", got, want, stream)
+		}
+		got += n
+	}
+	return ids
+}
+
+// TestE2ETenThousandBundlesSurviveSIGKILL: 10,000 bundles sent to a node
+// whose NATS server is down queue up; once the server is up they drain
+// into the stream; the node is killed with SIGKILL halfway and restarted;
+// the stream ends with exactly 10,000 messages, one per bundle.
+func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
+	bin := buildMulegate(t)
+	start := time.Now()
+	srv := newProcess(t)
+	gw := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
+	gw.start(t)
+
+	const count = 10000
+	ids := sendLogs(t, gw, count)
+	t.Logf("%d bundles stored by the node in %v, NATS down", count, time.Since(start).Round(time.Millisecond))
+	if q := gw.queued(t); q != count {
+		t.Fatalf("%d bundles queued with NATS down, want %d", q, count)
+	}
+
+	srv.Start()
+	drain := time.Now()
+	_, js := client(t, srv.URL())
+	var at uint64
+	eventually(t, 2*time.Minute, "half the bundles in the stream", func() error {
+		s, err := js.Stream(t.Context(), "LOGS")
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if at = info.State.Msgs; at < count/2 {
+			return fmt.Errorf("%d messages", at)
+		}
+		return nil
+	})
+	gw.kill(t)
+	t.Logf("SIGKILL with %d of %d in the stream, %v after NATS started", at, count, time.Since(drain).Round(time.Millisecond))
+	if at >= count {
+		t.Log("(every bundle was already in the stream when the node was killed)")
+	}
+	gw.start(t)
+	eventually(t, 3*time.Minute, "the queue drained after the restart", func() error {
+		if q := gw.queued(t); q != 0 {
+			return fmt.Errorf("%d still queued", q)
+		}
+		return nil
+	})
+	t.Logf("queue drained %v after NATS started", time.Since(drain).Round(time.Millisecond))
+	got := streamIDs(t, js, "LOGS")
+	total := 0
+	for id, n := range got {
+		total += n
+		if !ids[id] {
+			t.Errorf("stream holds %q, which was never sent", id)
+		}
+		if n > 1 {
+			t.Errorf("stream holds %q %d times", id, n)
+		}
+	}
+	if total != count || len(got) != count {
+		t.Fatalf("stream holds %d messages for %d bundles, want exactly %d", total, len(got), count)
+	}
+}
+
+// TestE2EServerDownAtStart: with the server down the bundles wait in the
+// queue and the adapter shows unreachable; once the server starts the
+// queue drains by itself, nothing lost.
+func TestE2EServerDownAtStart(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := newProcess(t)
+	gw := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
+	gw.start(t)
+	ids := sendLogs(t, gw, 200)
+
+	// The adapter is up but its service is not, and says why; the bundles
+	// wait in its queue.
+	eventually(t, 20*time.Second, "`mulegate adapters list` shows the adapter unreachable with the bundles queued", func() error {
+		out, stderr, err := gw.mg(t.Context(), "adapters", "list", "--json")
+		if err != nil {
+			return fmt.Errorf("mulegate adapters list: %v\n%s", err, stderr)
+		}
+		var list []struct {
+			Name      string `json:"name"`
+			LastError string `json:"last_error"`
+			Running   bool   `json:"running"`
+			Reachable bool   `json:"reachable"`
+			Queue     struct {
+				Pending  int64 `json:"pending"`
+				InFlight int64 `json:"in_flight"`
+			} `json:"queue"`
+		}
+		if err := json.Unmarshal(out, &list); err != nil || len(list) != 1 {
+			return fmt.Errorf("adapters list --json: %s (%v)", out, err)
+		}
+		a := list[0]
+		if a.Name != "logs" || !a.Running || a.Reachable || !strings.Contains(a.LastError, "not connected to NATS") ||
+			a.Queue.Pending+a.Queue.InFlight != int64(len(ids)) {
+			return fmt.Errorf("adapters list: %+v", a)
+		}
+		return nil
+	})
+	if out, _, err := gw.mg(t.Context(), "adapters", "list"); err != nil || !regexp.MustCompile(`(?m)^logs\s.*\sunreachable\s`).Match(out) {
+		t.Errorf("mulegate adapters list (%v):\n%s", err, out)
+	}
+	if q := gw.queued(t); q != len(ids) {
+		t.Fatalf("%d bundles queued with NATS down, want %d", q, len(ids))
+	}
+
+	srv.Start()
+	eventually(t, time.Minute, "the queue drained by itself", func() error {
+		if q := gw.queued(t); q != 0 {
+			return fmt.Errorf("%d still queued", q)
+		}
+		return nil
+	})
+	_, js := client(t, srv.URL())
+	got := streamIDs(t, js, "LOGS")
+	if len(got) != len(ids) {
+		t.Fatalf("stream holds %d bundles, want %d", len(got), len(ids))
+	}
+	for id := range ids {
+		if got[id] != 1 {
+			t.Errorf("bundle %s is in the stream %d times", id, got[id])
+		}
+	}
+}
+
+// TestE2EInboundThroughMule: a message published to to.nodeC.inbox is
+// fetched by the cloud gateway G (acked once G stored it), carried by the
+// mule M, which meets G and then C, and received on C with the same bytes.
+func TestE2EInboundThroughMule(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := newProcess(t)
+	srv.Start()
+	_, js := client(t, srv.URL())
+	createStream(t, js, jetstream.StreamConfig{Name: "INBOUND", Subjects: []string{"to.>"}})
+	body := make([]byte, 200<<10)
+	r := rand.New(rand.NewPCG(8, 8))
+	for i := range body {
+		body[i] = byte(r.Uint32())
+	}
+	publish(t, js, "to.nodeC.inbox", body, nil)
+
+	inbound := "      inbound: {stream: INBOUND, consumer: gw, ack_wait: 30s}"
+	g := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), true, inbound))
+	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
+	c := newE2ENode(t, bin, "nodeC", "adapters: []\nroutes: []\n")
+	g.start(t)
+
+	// G stores it, and only then is it acknowledged upstream.
+	var id string
+	eventually(t, 30*time.Second, "G holds the bundle for dtn://nodeC/inbox", func() error {
+		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		if err != nil {
+			return err
+		}
+		for _, b := range l {
+			if b.Destination == "dtn://nodeC/inbox" && b.Length == uint64(len(body)) {
+				id = b.ID
+				return nil
+			}
+		}
+		return errNotYet
+	})
+	eventually(t, 10*time.Second, "the message acknowledged", func() error {
+		cons, err := js.Consumer(t.Context(), "INBOUND", "gw")
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			return err
+		}
+		if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Stream != 1 {
+			return fmt.Errorf("%d pending acks, %d pending, ack floor %d", info.NumAckPending, info.NumPending, info.AckFloor.Stream)
+		}
+		return nil
+	})
+
+	// The mule meets G, takes the bundle, and leaves; then meets C.
+	m.start(t, g)
+	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
+		_, err := m.client(t).Bundle(t.Context(), id)
+		return err
+	})
+	g.stop(t)
+	c.start(t, m)
+	out := filepath.Join(t.TempDir(), "received")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if _, stderr, err := c.mg(ctx, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", out); err != nil {
+		t.Fatalf("recv on C: %v\n%s", err, stderr)
+	}
+	files, err := os.ReadDir(out)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("received %d files (%v), want 1", len(files), err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, files[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(body) {
+		t.Fatalf("C received %d bytes that differ from the %d published", len(got), len(body))
+	}
+}

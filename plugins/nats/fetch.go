@@ -1,0 +1,510 @@
+package nats
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/mulegate/mulegate/plugins"
+)
+
+const (
+	// minPullWait is the shortest wait worth a pull request that waits.
+	minPullWait = 10 * time.Millisecond
+	// deadLetterRetry is how soon a message that could not be
+	// dead-lettered is offered to the adapter again.
+	deadLetterRetry = 10 * time.Second
+	// tooLargeRetry is how soon a message the node declined as too large
+	// for any fetch is offered again.
+	tooLargeRetry = 30 * time.Second
+)
+
+// consumer returns the durable pull consumer, creating or updating it to
+// the configuration on first use.
+func (st *state) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	st.consMu.Lock()
+	defer st.consMu.Unlock()
+	if st.cons != nil {
+		return st.cons, nil
+	}
+	if err := st.ensureStreams(ctx); err != nil {
+		return nil, err
+	}
+	in := st.cfg.Inbound
+	cc := jetstream.ConsumerConfig{
+		Durable:       in.Consumer,
+		Description:   "mulegate inbound",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Duration(in.AckWait),
+		MaxAckPending: in.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if len(in.Subjects) == 1 {
+		cc.FilterSubject = in.Subjects[0]
+	} else {
+		cc.FilterSubjects = in.Subjects
+	}
+	cons, err := st.js.CreateOrUpdateConsumer(ctx, in.Stream, cc)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("inbound stream %q does not exist: create it, or list it under the adapter's streams", in.Stream)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("setting up consumer %q on stream %q: %v", in.Consumer, in.Stream, err)
+	}
+	st.cons = cons
+	return cons, nil
+}
+
+// consumerGone makes the next Fetch set the consumer up again.
+func (st *state) consumerGone() {
+	st.consMu.Lock()
+	st.cons = nil
+	st.consMu.Unlock()
+}
+
+func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
+	st, err := a.state()
+	if err != nil {
+		return err
+	}
+	if st.cfg.Inbound == nil {
+		return fmt.Errorf("%w: this nats adapter has no inbound block in its configuration", plugins.ErrUnsupported)
+	}
+	if err := st.connected(); err != nil {
+		return err
+	}
+	cons, err := st.consumer(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", plugins.ErrUnreachable, err)
+	}
+	limit := max(req.MaxMessages, 1)
+	deadline := time.Now().Add(req.Wait)
+	offered := 0
+	for offered < limit {
+		// Take what is there at once; wait only while nothing has been
+		// offered yet, and then for one message, so that a trickle is
+		// offered as it comes rather than when a batch fills up.
+		n := min(limit-offered, st.cfg.Inbound.Batch)
+		batch, err := cons.FetchNoWait(n)
+		if err != nil {
+			return st.fetchFailed(err)
+		}
+		got, took, err := st.offerBatch(ctx, batch, offered, fn)
+		offered += took
+		if err != nil || offered >= limit {
+			return fetchDone(err)
+		}
+		if got == n {
+			continue // there may be more
+		}
+		if offered > 0 {
+			return nil
+		}
+		wait := time.Until(deadline)
+		if wait < minPullWait {
+			return nil
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		batch, err = cons.Fetch(1, jetstream.FetchContext(wctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return st.fetchFailed(err)
+		}
+		got, took, err = st.offerBatch(ctx, batch, offered, fn)
+		cancel()
+		offered += took
+		if err != nil {
+			return fetchDone(err)
+		}
+		if got == 0 {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// fetchDone is Fetch's answer when fn stopped it: nil when fn said the
+// request is full.
+func fetchDone(err error) error {
+	if errors.Is(err, plugins.ErrFetchLimit) {
+		return nil
+	}
+	return err
+}
+
+func (st *state) fetchFailed(err error) error {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+		// Set it up again next time (it may have been deleted).
+		st.consumerGone()
+	}
+	return fmt.Errorf("%w: fetching from %q: %v", plugins.ErrUnreachable, st.cfg.Inbound.Stream, err)
+}
+
+// offerBatch offers a pull request's messages to fn. got counts the
+// messages received, took those fn accepted; before is how many this
+// Fetch offered earlier. Messages received after fn failed or said stop
+// (plugins.ErrFetchLimit, returned as is) are released for redelivery at
+// once.
+func (st *state) offerBatch(ctx context.Context, batch jetstream.MessageBatch, before int, fn func(plugins.Inbound) error) (got, took int, err error) {
+	for msg := range batch.Messages() {
+		got++
+		if err != nil || ctx.Err() != nil {
+			_ = msg.Nak()
+			continue
+		}
+		var ok bool
+		ok, err = st.offer(ctx, msg, before+took == 0, fn)
+		if ok {
+			took++
+		}
+	}
+	if err == nil && ctx.Err() != nil && took == 0 {
+		err = ctx.Err()
+	}
+	if berr := batch.Error(); err == nil && berr != nil && !errors.Is(berr, context.DeadlineExceeded) && !errors.Is(berr, context.Canceled) && took == 0 {
+		err = st.fetchFailed(berr)
+	}
+	return got, took, err
+}
+
+// offer hands one message to fn, or dead-letters it when it names no
+// destination. ok reports that fn took it. first says that it is the
+// first message this Fetch offers.
+func (st *state) offer(ctx context.Context, msg jetstream.Msg, first bool, fn func(plugins.Inbound) error) (ok bool, err error) {
+	md, err := msg.Metadata()
+	if err != nil {
+		// Not a JetStream message: nothing to acknowledge either.
+		st.log.Warn("ignoring a message without JetStream metadata", zap.String("subject", msg.Subject()), zap.Error(err))
+		return false, nil
+	}
+	in := st.cfg.Inbound
+	dest, err := st.destination(msg)
+	if err != nil {
+		st.deadLetter(ctx, msg, md, err.Error())
+		return false, nil
+	}
+	payload, length, closeFn, err := st.inboundPayload(ctx, msg)
+	if err != nil {
+		var dead deadError
+		if errors.As(err, &dead) {
+			st.deadLetter(ctx, msg, md, err.Error())
+		} else {
+			st.log.Warn("cannot read an inbound message's payload from the object store; offering it later",
+				zap.String("subject", msg.Subject()), zap.Uint64("seq", md.Sequence.Stream), zap.Error(err))
+			_ = msg.NakWithDelay(max(st.cfg.nackDelay, deadLetterRetry))
+		}
+		return false, nil
+	}
+	defer closeFn()
+	lifetime := time.Duration(in.Lifetime)
+	if l, ok := parseLifetime(msg.Headers().Get(HeaderLifetime)); ok {
+		lifetime = l
+	}
+	receipt := msg.Reply()
+	st.receipts.put(receipt, msg)
+	err = fn(plugins.Inbound{
+		Receipt:       receipt,
+		MessageID:     MessageID(md.Stream, md.Sequence.Stream),
+		Destination:   dest,
+		Lifetime:      lifetime,
+		Headers:       inboundHeaders(msg, md),
+		PayloadLength: length,
+		Payload:       payload,
+	})
+	if err != nil {
+		st.receipts.take(receipt)
+		if errors.Is(err, plugins.ErrFetchLimit) && first {
+			// Declined as the first of a fetch: larger than any fetch the
+			// node makes. Offered again at once, it would only be declined
+			// again, in a tight loop.
+			st.log.Warn("the node declined an inbound message larger than it fetches at once; offering it again later",
+				zap.String("subject", msg.Subject()), zap.Uint64("seq", md.Sequence.Stream), zap.Int64("bytes", length))
+			_ = msg.NakWithDelay(max(st.cfg.nackDelay, tooLargeRetry))
+		} else {
+			_ = msg.Nak()
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// MessageID is the stable identity of the message with this stream
+// sequence: the node recognises a message offered twice by it.
+func MessageID(stream string, seq uint64) string {
+	return "nats:" + stream + ":" + strconv.FormatUint(seq, 10)
+}
+
+// destination is where a fetched message goes: the destination header's
+// EID, or else its subject's.
+func (st *state) destination(msg jetstream.Msg) (string, error) {
+	if h := st.cfg.destHeader; h != "" {
+		if v := msg.Headers().Values(h); len(v) > 0 {
+			if err := CheckEID(v[0]); err != nil {
+				return "", fmt.Errorf("header %s: %v", h, err)
+			}
+			return v[0], nil
+		}
+	}
+	return DestinationForSubject(st.cfg.prefix, msg.Subject())
+}
+
+// deadError marks an inbound message that no retry can make deliverable.
+type deadError struct{ error }
+
+// inboundPayload returns a message's payload: its data, or for a
+// reference message the object it names, streamed.
+func (st *state) inboundPayload(ctx context.Context, msg jetstream.Msg) (io.Reader, int64, func(), error) {
+	ref := msg.Headers().Get(HeaderObject)
+	if ref == "" {
+		return bytes.NewReader(msg.Data()), int64(len(msg.Data())), func() {}, nil
+	}
+	bucket, name, err := ParseObjectHeader(ref)
+	if err != nil {
+		return nil, 0, nil, deadError{err}
+	}
+	// Only the adapter's own bucket: a reference must not make the adapter
+	// carry off objects from wherever its credentials reach.
+	if bucket != st.cfg.ObjectStore.Bucket {
+		return nil, 0, nil, deadError{fmt.Errorf("%s refers to bucket %q, not this adapter's object store (%q)", HeaderObject, bucket, st.cfg.ObjectStore.Bucket)}
+	}
+	obs, err := st.objectStore(ctx, false)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, 0, nil, deadError{fmt.Errorf("the object store bucket %q it refers to does not exist", bucket)}
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	res, err := obs.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, 0, nil, deadError{fmt.Errorf("the object %q it refers to is not in bucket %q", name, bucket)}
+	}
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	info, err := res.Info()
+	if err != nil {
+		_ = res.Close()
+		return nil, 0, nil, err
+	}
+	r := &exactReader{r: res, left: int64(info.Size)}
+	return r, int64(info.Size), func() { _ = res.Close() }, nil
+}
+
+// inboundHeaders is what the node learns about a fetched message besides
+// its destination: where it was, and its NATS headers as "header.<Name>".
+func inboundHeaders(msg jetstream.Msg, md *jetstream.MsgMetadata) map[string]string {
+	h := map[string]string{
+		"subject":    msg.Subject(),
+		"stream":     md.Stream,
+		"stream_seq": strconv.FormatUint(md.Sequence.Stream, 10),
+		"timestamp":  md.Timestamp.UTC().Format(time.RFC3339Nano),
+	}
+	for k, vs := range msg.Headers() {
+		h["header."+k] = strings.Join(vs, ", ")
+	}
+	return h
+}
+
+// deadLetter takes a message with no usable destination off the consumer
+// without losing it: republished to the dead-letter subject with the
+// reason and then acknowledged, or terminated with the reason.
+func (st *state) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
+	in := st.cfg.Inbound
+	log := st.log.With(zap.String("subject", msg.Subject()), zap.Uint64("seq", md.Sequence.Stream), zap.String("reason", reason))
+	if in.DeadLetter == "" {
+		if err := msg.TermWithReason(reason); err != nil {
+			log.Warn("cannot terminate an inbound message with no destination", zap.Error(err))
+			return
+		}
+		log.Warn("terminated an inbound message with no destination")
+		return
+	}
+	out := nats.NewMsg(in.DeadLetter)
+	for k, vs := range msg.Headers() {
+		out.Header[k] = vs
+	}
+	if id := out.Header.Get(HeaderMsgID); id != "" {
+		out.Header.Set(HeaderOriginalMsgID, id)
+	}
+	out.Header.Set(HeaderMsgID, "dead:"+MessageID(md.Stream, md.Sequence.Stream))
+	out.Header.Set(HeaderDeadReason, headerValue(reason))
+	out.Header.Set(HeaderOriginalSubject, msg.Subject())
+	out.Header.Set(HeaderOriginalStream, md.Stream)
+	out.Header.Set(HeaderOriginalSequence, strconv.FormatUint(md.Sequence.Stream, 10))
+	out.Data = msg.Data()
+	pctx, cancel := context.WithTimeout(ctx, time.Duration(st.cfg.PublishTimeout))
+	defer cancel()
+	if _, err := st.js.PublishMsg(pctx, out); err != nil {
+		log.Warn("cannot publish a dead letter (is the dead_letter subject bound to a stream?); keeping the message", zap.String("dead_letter", in.DeadLetter), zap.Error(err))
+		_ = msg.NakWithDelay(deadLetterRetry)
+		return
+	}
+	if err := msg.DoubleAck(pctx); err != nil {
+		// Redelivered later and dead-lettered again; the dead letter's
+		// Nats-Msg-Id makes the copy a duplicate.
+		log.Warn("dead-lettered a message but could not acknowledge it", zap.Error(err))
+		return
+	}
+	log.Warn("dead-lettered an inbound message with no destination", zap.String("dead_letter", in.DeadLetter))
+}
+
+func (a *Adapter) Ack(ctx context.Context, receipt string) error {
+	st, err := a.state()
+	if err != nil {
+		return err
+	}
+	if msg, ok := st.receipts.take(receipt); ok {
+		if err := msg.DoubleAck(ctx); err != nil {
+			return st.ackFailed("ack", err)
+		}
+		return nil
+	}
+	if !st.ownsReceipt(receipt) {
+		return fmt.Errorf("%w: %q", plugins.ErrUnknownReceipt, receipt)
+	}
+	// Fetched before a restart, or kept past ack_wait: the ack subject
+	// still names the message.
+	if _, err := st.nc.RequestWithContext(ctx, receipt, []byte("+ACK")); err != nil {
+		return st.ackFailed("ack", err)
+	}
+	return nil
+}
+
+func (a *Adapter) Nack(ctx context.Context, receipt, reason string) error {
+	st, err := a.state()
+	if err != nil {
+		return err
+	}
+	delay := st.cfg.nackDelay
+	msg, ok := st.receipts.take(receipt)
+	switch {
+	case ok && delay > 0:
+		err = msg.NakWithDelay(delay)
+	case ok:
+		err = msg.Nak()
+	case !st.ownsReceipt(receipt):
+		return fmt.Errorf("%w: %q", plugins.ErrUnknownReceipt, receipt)
+	case delay > 0:
+		err = st.nc.Publish(receipt, fmt.Appendf(nil, `-NAK {"delay": %d}`, delay.Nanoseconds()))
+	default:
+		err = st.nc.Publish(receipt, []byte("-NAK"))
+	}
+	if err != nil {
+		return st.ackFailed("nack", err)
+	}
+	st.log.Info("the node could not take an inbound message; it will be offered again",
+		zap.String("reason", reason), zap.Duration("after", delay))
+	return nil
+}
+
+func (st *state) ackFailed(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", plugins.ErrUnreachable, op, err)
+}
+
+// ownsReceipt tells whether receipt is an ack subject of this adapter's
+// consumer: "$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+// seq>.<time>.<pending>", or the longer form with a domain and account
+// hash before the stream.
+func (st *state) ownsReceipt(receipt string) bool {
+	in := st.cfg.Inbound
+	if in == nil {
+		return false
+	}
+	stream, consumer, ok := parseAckSubject(receipt)
+	return ok && stream == in.Stream && consumer == in.Consumer
+}
+
+func parseAckSubject(s string) (stream, consumer string, ok bool) {
+	t := strings.Split(s, ".")
+	if len(t) < 9 || t[0] != "$JS" || t[1] != "ACK" {
+		return "", "", false
+	}
+	var nums []string
+	switch {
+	case len(t) == 9:
+		stream, consumer, nums = t[2], t[3], t[4:9]
+	case len(t) >= 11:
+		stream, consumer, nums = t[4], t[5], t[6:11]
+	default:
+		return "", "", false
+	}
+	for _, n := range nums {
+		if _, err := strconv.ParseUint(n, 10, 64); err != nil {
+			return "", "", false
+		}
+	}
+	return stream, consumer, stream != "" && consumer != ""
+}
+
+// receipts maps the receipts of offered messages to the messages, until
+// the node acks or nacks them. It is bounded: the consumer never has more
+// than max_ack_pending messages out, and past ack_wait a message is
+// redelivered anyway, so older entries are dropped first when it is full.
+type receipts struct {
+	mu  sync.Mutex
+	cap int
+	ttl time.Duration
+	m   map[string]pendingMsg
+}
+
+type pendingMsg struct {
+	msg     jetstream.Msg
+	expires time.Time
+}
+
+func (r *receipts) init(capacity int, ttl time.Duration) {
+	r.cap, r.ttl, r.m = max(capacity, 1), ttl, map[string]pendingMsg{}
+}
+
+func (r *receipts) put(receipt string, msg jetstream.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if len(r.m) >= r.cap {
+		var oldest string
+		var oldestAt time.Time
+		for k, p := range r.m {
+			if now.After(p.expires) {
+				delete(r.m, k)
+			} else if oldest == "" || p.expires.Before(oldestAt) {
+				oldest, oldestAt = k, p.expires
+			}
+		}
+		if len(r.m) >= r.cap {
+			delete(r.m, oldest)
+		}
+	}
+	r.m[receipt] = pendingMsg{msg: msg, expires: now.Add(r.ttl)}
+}
+
+func (r *receipts) take(receipt string) (jetstream.Msg, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.m[receipt]
+	if ok {
+		delete(r.m, receipt)
+	}
+	return p.msg, ok
+}
+
+func (r *receipts) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m)
+}

@@ -1,0 +1,320 @@
+package nats
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mulegate/mulegate/plugins"
+)
+
+// Headers the adapter writes on the messages it publishes, and reads on
+// the messages it fetches.
+const (
+	// HeaderMsgID is JetStream's deduplication header; it carries the
+	// bundle ID.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderSource is the bundle's source EID.
+	HeaderSource = "Mulegate-Source"
+	// HeaderDestination is the bundle's destination EID. On fetched
+	// messages it names the destination, before the subject does.
+	HeaderDestination = "Mulegate-Destination"
+	// HeaderReportTo is the bundle's report-to EID, when it has one.
+	HeaderReportTo = "Mulegate-Report-To"
+	// HeaderCreated is the bundle's creation time, RFC 3339 in UTC with
+	// milliseconds; absent when the source had no clock.
+	HeaderCreated = "Mulegate-Created"
+	// HeaderLifetime is the bundle's lifetime in milliseconds, as in BPv7.
+	// On fetched messages it asks for that lifetime.
+	HeaderLifetime = "Mulegate-Lifetime"
+	// HeaderSignature is the node's verdict on the bundle's signature,
+	// e.g. "valid:campfire/alice"; absent when not checked.
+	HeaderSignature = "Mulegate-Signature"
+	// HeaderObject marks a reference message: the payload is in the
+	// object store, in "<bucket>/<object name>".
+	HeaderObject = "Mulegate-Object"
+	// HeaderObjectSize and HeaderObjectDigest are the object's size in
+	// bytes and its digest ("SHA-256=<base64url>", as the object store
+	// writes it).
+	HeaderObjectSize   = "Mulegate-Object-Size"
+	HeaderObjectDigest = "Mulegate-Object-Digest"
+
+	// Headers of a dead letter: why it could not be taken, and where the
+	// original was.
+	HeaderDeadReason       = "Mulegate-Dead-Reason"
+	HeaderOriginalSubject  = "Mulegate-Original-Subject"
+	HeaderOriginalStream   = "Mulegate-Original-Stream"
+	HeaderOriginalSequence = "Mulegate-Original-Sequence"
+	HeaderOriginalMsgID    = "Mulegate-Original-Msg-Id"
+)
+
+// maxSubjectLen keeps subjects well inside the server's control-line limit.
+const maxSubjectLen = 1024
+
+// checkSubject checks a subject for publishing (wildcards false) or for a
+// stream's or consumer's filter (wildcards true).
+func checkSubject(s string, wildcards bool) error {
+	if s == "" {
+		return errors.New("is empty")
+	}
+	if len(s) > maxSubjectLen {
+		return fmt.Errorf("is longer than %d bytes", maxSubjectLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%q is not UTF-8", s)
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return fmt.Errorf("%q: subjects cannot contain spaces or control characters", s)
+		}
+	}
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		switch {
+		case t == "":
+			return fmt.Errorf("%q has an empty token (two dots in a row, or a dot at an end)", s)
+		case (t == "*" || t == ">") && !wildcards:
+			return fmt.Errorf("%q: a subject to publish to cannot have wildcards", s)
+		case t == ">" && i != len(toks)-1:
+			return fmt.Errorf("%q: '>' can only be the last token", s)
+		}
+	}
+	return nil
+}
+
+// subjectMatches tells whether subject (no wildcards) matches filter.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, t := range f {
+		if t == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (t != "*" && t != s[i]) {
+			return false
+		}
+	}
+	return len(f) == len(s)
+}
+
+// The placeholders the configured default subject may use: the ones the
+// adapter can fill from a bundle's metadata and that make subject tokens.
+var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
+
+var subjectPlaceholders = map[string]bool{
+	"{src_node}": true, "{dst_node}": true, "{service}": true, "{date}": true, "{seq}": true,
+}
+
+func checkSubjectTemplate(t string) error {
+	for _, p := range placeholder.FindAllString(t, -1) {
+		if !subjectPlaceholders[p] {
+			return fmt.Errorf("%s cannot be used here; the adapter fills {src_node}, {dst_node}, {service}, {date} and {seq} (route options can use the node's others)", p)
+		}
+	}
+	return checkSubject(placeholder.ReplaceAllString(t, "x"), false)
+}
+
+// ExpandSubject fills the configured default subject template from a
+// bundle's metadata, as the node fills route options: {src_node} and
+// {dst_node} are node names, {service} the destination's service with '/'
+// as '.', {date} the creation date (YYYY-MM-DD, UTC), {seq} the creation
+// sequence number.
+func ExpandSubject(tmpl string, m plugins.Meta) string {
+	srcNode, _ := splitEID(m.Source)
+	dstNode, svc := splitEID(m.Destination)
+	created := m.Created()
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return strings.NewReplacer(
+		"{src_node}", srcNode,
+		"{dst_node}", dstNode,
+		"{service}", strings.ReplaceAll(strings.Trim(svc, "/"), "/", "."),
+		"{date}", created.UTC().Format("2006-01-02"),
+		"{seq}", strconv.FormatUint(m.Sequence, 10),
+	).Replace(tmpl)
+}
+
+// splitEID returns an endpoint ID's node name and service, for dtn and ipn
+// EIDs; empty strings for anything else.
+func splitEID(e string) (node, service string) {
+	if rest, ok := strings.CutPrefix(e, "dtn://"); ok {
+		node, service, _ = strings.Cut(rest, "/")
+		return node, service
+	}
+	if rest, ok := strings.CutPrefix(e, "ipn:"); ok {
+		node, service, _ = strings.Cut(rest, ".")
+		return node, service
+	}
+	return "", ""
+}
+
+// CheckEID tells whether s is an endpoint ID a bundle can be addressed to,
+// by the rules the node itself applies: dtn://node/service, where the node
+// name holds RFC 3986 unreserved and sub-delims characters, '~', '%', ':'
+// and '@', and the service printable ASCII without spaces; or ipn:N.S with
+// decimal numbers.
+func CheckEID(s string) error {
+	if len(s) > maxSubjectLen {
+		return fmt.Errorf("endpoint ID is longer than %d bytes", maxSubjectLen)
+	}
+	if rest, ok := strings.CutPrefix(s, "dtn://"); ok {
+		node, service, _ := strings.Cut(rest, "/")
+		if err := checkNodeName(node); err != nil {
+			return fmt.Errorf("%q: %v", s, err)
+		}
+		if err := checkService(service); err != nil {
+			return fmt.Errorf("%q: %v", s, err)
+		}
+		return nil
+	}
+	if rest, ok := strings.CutPrefix(s, "ipn:"); ok {
+		n, svc, ok := strings.Cut(rest, ".")
+		if !ok || !isDecimal(n) || !isDecimal(svc) {
+			return fmt.Errorf("%q: an ipn endpoint is ipn:NODE.SERVICE with decimal numbers", s)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q: not a dtn://node/service or ipn:N.S endpoint ID", s)
+}
+
+func checkNodeName(node string) error {
+	if node == "" {
+		return errors.New("the node name is empty")
+	}
+	if node == "~" {
+		return errors.New("a group node name needs a name after ~")
+	}
+	for i := 0; i < len(node); i++ {
+		c := node[i]
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-._~!$&'()*+,;=%:@", c) >= 0
+		switch {
+		case !ok && c >= 0x80:
+			return errors.New("a node name must be ASCII")
+		case !ok:
+			return fmt.Errorf("character %q is not allowed in a node name", c)
+		}
+	}
+	return nil
+}
+
+func checkService(svc string) error {
+	for i := 0; i < len(svc); i++ {
+		if c := svc[i]; c <= 0x20 || c >= 0x7f {
+			return errors.New("the service must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+func isDecimal(s string) bool {
+	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
+// DestinationForSubject maps a fetched message's subject to the EID it is
+// for: "<prefix>.<node>.<a>.<b>" is dtn://<node>/<a>/<b>, and
+// "<prefix>.<node>" is the node ID dtn://<node>/. prefix may have several
+// tokens, or be empty.
+func DestinationForSubject(prefix, subject string) (string, error) {
+	if err := checkSubject(subject, false); err != nil {
+		return "", fmt.Errorf("subject %v", err)
+	}
+	rest := subject
+	if prefix != "" {
+		var ok bool
+		if rest, ok = strings.CutPrefix(subject, prefix+"."); !ok {
+			return "", fmt.Errorf("subject %q does not start with %q", subject, prefix+".")
+		}
+	}
+	node, service, _ := strings.Cut(rest, ".")
+	if err := checkNodeName(node); err != nil {
+		return "", fmt.Errorf("subject %q: %v", subject, err)
+	}
+	service = strings.ReplaceAll(service, ".", "/")
+	if err := checkService(service); err != nil {
+		return "", fmt.Errorf("subject %q: %v", subject, err)
+	}
+	return "dtn://" + node + "/" + service, nil
+}
+
+// ObjectName is the object-store name of a bundle's payload: the bundle
+// ID itself when it is short printable ASCII, otherwise "sha256-" and its
+// hash. Deterministic, so a redelivery lands on the same object.
+func ObjectName(bundleID string) string {
+	if len(bundleID) > 0 && len(bundleID) <= 256 && checkService(bundleID) == nil {
+		return bundleID
+	}
+	sum := sha256.Sum256([]byte(bundleID))
+	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// ObjectRef is the body of a reference message: where the payload is.
+type ObjectRef struct {
+	Bucket   string `json:"bucket"`
+	Name     string `json:"name"`
+	Size     uint64 `json:"size"`
+	Digest   string `json:"digest"`
+	BundleID string `json:"bundle_id,omitempty"`
+}
+
+// ParseObjectHeader parses a Mulegate-Object header, "<bucket>/<name>".
+// The bucket cannot contain '/'; the name can.
+func ParseObjectHeader(h string) (bucket, name string, err error) {
+	bucket, name, ok := strings.Cut(h, "/")
+	if !ok {
+		return "", "", fmt.Errorf("%s %q: want <bucket>/<name>", HeaderObject, h)
+	}
+	if !validBucket(bucket) {
+		return "", "", fmt.Errorf("%s %q: bad bucket name %q", HeaderObject, h, bucket)
+	}
+	if name == "" || !utf8.ValidString(name) {
+		return "", "", fmt.Errorf("%s %q: bad object name", HeaderObject, h)
+	}
+	return bucket, name, nil
+}
+
+// ParseObjectRef parses a reference message's body.
+func ParseObjectRef(body []byte) (ObjectRef, error) {
+	var r ObjectRef
+	if err := json.Unmarshal(body, &r); err != nil {
+		return ObjectRef{}, fmt.Errorf("object reference: %v", err)
+	}
+	if !validBucket(r.Bucket) || r.Name == "" {
+		return ObjectRef{}, errors.New("object reference: bucket or name missing")
+	}
+	return r, nil
+}
+
+// headerValue makes s safe as a header value: no line breaks.
+func headerValue(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	}
+	return s
+}
+
+// parseLifetime reads a Mulegate-Lifetime header (milliseconds).
+func parseLifetime(s string) (time.Duration, bool) {
+	ms, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil || ms == 0 || ms > uint64(1<<63-1)/uint64(time.Millisecond) {
+		return 0, false
+	}
+	return time.Duration(ms) * time.Millisecond, true
+}
