@@ -150,3 +150,20 @@ func FuzzLoad(f *testing.F) {
 		_ = c.Expanded().Validate()
 	})
 }
+
+// The example configurations in deploy/ must stay valid.
+func TestDeployExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../deploy/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configurations in deploy/")
+	}
+	for _, f := range files {
+		c, err := Load(f, nil)
+		if err == nil {
+			err = c.Expanded().Validate()
+		}
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
