@@ -159,3 +159,15 @@ func withProgress(r io.Reader, bar *progressbar.ProgressBar) io.Reader {
 	}
 	return io.TeeReader(r, bar)
 }
+
+// call runs fn against the node f names, with a context that ends on
+// Ctrl-C; an error fn returns is explained as explain does.
+func (f *clientFlags) call(cmd *cobra.Command, fn func(ctx context.Context, c *api.Client, addr string) error) error {
+	c, addr, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(cmd)
+	defer stop()
+	return explain(fn(ctx, c, addr), addr)
+}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"github.com/mulegate/mulegate/gateway/api"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,48 +19,44 @@ func newPeersCmd() *cobra.Command {
 		Short: "List the peers the local node knows, and its contacts with them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, addr, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			peers, err := c.Peers(ctx)
-			if err != nil {
-				return explain(err, addr)
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), peers)
-			}
-			if len(peers) == 0 {
-				fmt.Fprintln(cmd.ErrOrStderr(), "no peers: none configured (--peer, peers:) and none met yet")
-				return nil
-			}
-			now := time.Now()
-			t := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(t, "PEER\tADDRESS\tCONTACT\tCONTACTS\tERRORS\tSENT\tRECEIVED\tLAST ERROR")
-			for _, p := range peers {
-				contact := "-"
-				switch {
-				case p.Connected:
-					contact = "up " + shortDuration(now.Sub(p.ContactSince))
-					if p.Selected {
-						contact += " (selected)"
+			return cf.call(cmd, func(ctx context.Context, c *api.Client, addr string) error {
+				peers, err := c.Peers(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), peers)
+				}
+				if len(peers) == 0 {
+					fmt.Fprintln(cmd.ErrOrStderr(), "no peers: none configured (--peer, peers:) and none met yet")
+					return nil
+				}
+				now := time.Now()
+				t := newTable(cmd.OutOrStdout())
+				fmt.Fprintln(t, "PEER\tADDRESS\tCONTACT\tCONTACTS\tERRORS\tSENT\tRECEIVED\tLAST ERROR")
+				for _, p := range peers {
+					contact := "-"
+					switch {
+					case p.Connected:
+						contact = "up " + shortDuration(now.Sub(p.ContactSince))
+						if p.Selected {
+							contact += " (selected)"
+						}
+					case !p.LastSeen.IsZero():
+						contact = "seen " + shortDuration(now.Sub(p.LastSeen)) + " ago"
 					}
-				case !p.LastSeen.IsZero():
-					contact = "seen " + shortDuration(now.Sub(p.LastSeen)) + " ago"
+					if p.Static {
+						contact += ", static"
+					}
+					sent, recv := "-", "-"
+					if p.Session != nil {
+						sent = fmt.Sprintf("%d", p.Session.BundlesSent)
+						recv = fmt.Sprintf("%d", p.Session.BundlesReceived)
+					}
+					fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Node, orNone(p.Address), contact, p.Contacts, p.RecentErrors, sent, recv, orNone(p.LastError))
 				}
-				if p.Static {
-					contact += ", static"
-				}
-				sent, recv := "-", "-"
-				if p.Session != nil {
-					sent = fmt.Sprintf("%d", p.Session.BundlesSent)
-					recv = fmt.Sprintf("%d", p.Session.BundlesReceived)
-				}
-				fmt.Fprintf(t, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Node, orNone(p.Address), contact, p.Contacts, p.RecentErrors, sent, recv, orNone(p.LastError))
-			}
-			return t.Flush()
+				return t.Flush()
+			})
 		},
 	}
 	cf.add(cmd)

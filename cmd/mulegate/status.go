@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/mulegate/mulegate/gateway/api"
 	"io"
 	"sort"
 	"strings"
@@ -30,58 +32,54 @@ func newStatusCmd() *cobra.Command {
 		Short: "Show the local node's status: peers, endpoints, store use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, addr, err := cf.client()
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(cmd)
-			defer stop()
-			st, err := c.Status(ctx)
-			if err != nil {
-				return explain(err, addr)
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
-			}
-			t := newTable(cmd.OutOrStdout())
-			fmt.Fprintf(t, "node\t%s\n", st.Node)
-			fmt.Fprintf(t, "up\t%s (since %s)\n", st.Uptime, st.Started.Local().Format("2006-01-02 15:04:05"))
-			fmt.Fprintf(t, "listening\t%s\n", orNone(strings.Join(st.Listen, ", ")))
-			fmt.Fprintf(t, "API\t%s\n", addr)
-			fmt.Fprintf(t, "routing\t%s\n", st.Strategy)
-			fmt.Fprintf(t, "peers\t%d known, %d in contact\n", st.Peers, st.Contacts)
-			fmt.Fprintf(t, "endpoints\t%s\n", orNone(strings.Join(st.Endpoints, ", ")))
-			s := st.Store
-			fmt.Fprintf(t, "store\t%d bundles, %s", s.Bundles, humanSize(s.BundleBytes))
-			if s.Partials > 0 {
-				fmt.Fprintf(t, "; %d partial (%s)", s.Partials, humanSize(s.PartialBytes))
-			}
-			if s.Receiving > 0 {
-				fmt.Fprintf(t, "; %d being received", s.Receiving)
-			}
-			fmt.Fprintln(t)
-			fmt.Fprintf(t, "quota\t%s of %s used (%s), %d of %d bundles\n", humanSize(s.UsedBytes), humanSize(s.MaxBytes), percent(s.UsedBytes, s.MaxBytes), s.UsedBundles, s.MaxBundles)
-			if len(s.Destinations) > 0 {
-				dests := make([]string, 0, len(s.Destinations))
-				for d := range s.Destinations {
-					dests = append(dests, d)
+			return cf.call(cmd, func(ctx context.Context, c *api.Client, addr string) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
 				}
-				sort.Strings(dests)
-				for i, d := range dests {
-					c := s.Destinations[d]
-					label := ""
-					if i == 0 {
-						label = "queues"
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), st)
+				}
+				t := newTable(cmd.OutOrStdout())
+				fmt.Fprintf(t, "node\t%s\n", st.Node)
+				fmt.Fprintf(t, "up\t%s (since %s)\n", st.Uptime, st.Started.Local().Format("2006-01-02 15:04:05"))
+				fmt.Fprintf(t, "listening\t%s\n", orNone(strings.Join(st.Listen, ", ")))
+				fmt.Fprintf(t, "API\t%s\n", addr)
+				fmt.Fprintf(t, "routing\t%s\n", st.Strategy)
+				fmt.Fprintf(t, "peers\t%d known, %d in contact\n", st.Peers, st.Contacts)
+				fmt.Fprintf(t, "endpoints\t%s\n", orNone(strings.Join(st.Endpoints, ", ")))
+				s := st.Store
+				fmt.Fprintf(t, "store\t%d bundles, %s", s.Bundles, humanSize(s.BundleBytes))
+				if s.Partials > 0 {
+					fmt.Fprintf(t, "; %d partial (%s)", s.Partials, humanSize(s.PartialBytes))
+				}
+				if s.Receiving > 0 {
+					fmt.Fprintf(t, "; %d being received", s.Receiving)
+				}
+				fmt.Fprintln(t)
+				fmt.Fprintf(t, "quota\t%s of %s used (%s), %d of %d bundles\n", humanSize(s.UsedBytes), humanSize(s.MaxBytes), percent(s.UsedBytes, s.MaxBytes), s.UsedBundles, s.MaxBundles)
+				if len(s.Destinations) > 0 {
+					dests := make([]string, 0, len(s.Destinations))
+					for d := range s.Destinations {
+						dests = append(dests, d)
 					}
-					fmt.Fprintf(t, "%s\t%s: %d pending, %d in flight, %d done, %d failed\n", label, d, c.Pending, c.InFlight, c.Done, c.Failed)
+					sort.Strings(dests)
+					for i, d := range dests {
+						c := s.Destinations[d]
+						label := ""
+						if i == 0 {
+							label = "queues"
+						}
+						fmt.Fprintf(t, "%s\t%s: %d pending, %d in flight, %d done, %d failed\n", label, d, c.Pending, c.InFlight, c.Done, c.Failed)
+					}
 				}
-			}
-			if s.Quarantined > 0 {
-				fmt.Fprintf(t, "quarantined\t%d payloads failed verification since start\n", s.Quarantined)
-			}
-			fmt.Fprintf(t, "trust\t%s\n", st.Trust)
-			fmt.Fprintf(t, "identity\t%s\n", st.Identity)
-			return t.Flush()
+				if s.Quarantined > 0 {
+					fmt.Fprintf(t, "quarantined\t%d payloads failed verification since start\n", s.Quarantined)
+				}
+				fmt.Fprintf(t, "trust\t%s\n", st.Trust)
+				fmt.Fprintf(t, "identity\t%s\n", st.Identity)
+				return t.Flush()
+			})
 		},
 	}
 	cf.add(cmd)
