@@ -264,28 +264,32 @@ func headLen(arg uint64) int {
 type sliceDecoder struct {
 	b   []byte
 	off int
+	h   headReader
 }
 
+// reader is a headReader over the rest of the slice; it is kept in the
+// decoder so that reading many heads allocates nothing.
 func (d *sliceDecoder) reader() *headReader {
-	return &headReader{r: &sliceByteReader{d}}
+	if d.h.r == nil {
+		d.h.r = d
+	}
+	return &d.h
 }
 
-type sliceByteReader struct{ d *sliceDecoder }
-
-func (s *sliceByteReader) ReadByte() (byte, error) {
-	if s.d.off >= len(s.d.b) {
+func (d *sliceDecoder) ReadByte() (byte, error) {
+	if d.off >= len(d.b) {
 		return 0, io.EOF
 	}
-	c := s.d.b[s.d.off]
-	s.d.off++
+	c := d.b[d.off]
+	d.off++
 	return c, nil
 }
 
-func (s *sliceByteReader) UnreadByte() error {
-	if s.d.off == 0 {
+func (d *sliceDecoder) UnreadByte() error {
+	if d.off == 0 {
 		return errors.New("unread at start")
 	}
-	s.d.off--
+	d.off--
 	return nil
 }
 
