@@ -435,8 +435,8 @@ func (c *contact) offer(ctx context.Context) {
 		n.mu.Lock()
 		h, ok := n.held[d]
 		n.mu.Unlock()
-		if !ok || (!selected && !h.Dst.SameNode(c.peer)) {
-			continue
+		if !ok || (!selected && !h.Dst.SameNode(c.peer)) || (h.Dst.IsSingleton() && h.Dst.SameNode(n.id)) {
+			continue // not for this peer, or already at its destination here
 		}
 		c.consider(ctx, d, h.ID, partials[d], selected)
 		if ctx.Err() != nil {
