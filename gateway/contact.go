@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"sync"
@@ -59,7 +60,16 @@ type contact struct {
 	noticesSent map[bundle.ID]bool
 	lastSig     uint64 // of the last summary sent, to skip repeating it
 	quietTicks  int    // summaries skipped since the last one sent
+	// refused: bundles from the peer this node refused, for the next
+	// summary to tell it (see control.Summary.Refused). At most
+	// maxRefusalsPending; the oldest go first.
+	refused []control.Refusal
 }
+
+// maxRefusalsPending bounds what a contact remembers to tell the peer about
+// the bundles it refused. A refusal that is forgotten costs a resend in the
+// next contact, nothing more.
+const maxRefusalsPending = 4096
 
 func (n *Node) onEvent(ev convergence.Event) {
 	peer := ev.Session.Peer().NodeID()
@@ -232,9 +242,12 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		}
 		c.mu.Unlock()
 	}
+	c.mu.Lock()
+	s.Refused, c.refused = c.refused, nil
+	c.mu.Unlock()
 	sig := summarySignature(s)
 	c.mu.Lock()
-	repeat := !s.Full && len(s.Notices) == 0 && sig == c.lastSig && c.quietTicks < 10
+	repeat := !s.Full && len(s.Notices) == 0 && len(s.Refused) == 0 && sig == c.lastSig && c.quietTicks < 10
 	if repeat {
 		c.quietTicks++
 	} else {
@@ -266,6 +279,10 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		if ctx.Err() == nil {
 			c.log.Debug("sending a summary", zap.Error(err))
 		}
+		// The refusals go in the next one.
+		c.mu.Lock()
+		c.refused = append(s.Refused, c.refused...)
+		c.mu.Unlock()
 		return
 	}
 	n.metrics.summariesSent.Inc()
@@ -312,6 +329,7 @@ func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 		// are not ordered), or an older one: the next will do.
 		c.mu.Unlock()
 		c.acceptNotices(ctx, s.Notices)
+		c.acceptRefusals(ctx, s.Refused)
 		return
 	}
 	c.peerPartial = map[control.Digest]uint64{}
@@ -339,6 +357,58 @@ func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 		c.confirmed(ctx, id)
 	}
 	c.acceptNotices(ctx, s.Notices)
+	c.acceptRefusals(ctx, s.Refused)
+	c.poke()
+}
+
+// noteRefused remembers that this node refused a bundle from the peer, to
+// tell it in the next summary.
+func (c *contact) noteRefused(r control.Refusal) {
+	c.mu.Lock()
+	if len(c.refused) >= maxRefusalsPending {
+		c.refused = c.refused[1:]
+	}
+	c.refused = append(c.refused, r)
+	c.mu.Unlock()
+}
+
+// acceptRefusals takes in the peer's word that it refused bundles this node
+// sent it: they stop waiting for a confirmation that will not come, and are
+// recorded as a refusal would be at the time of sending.
+func (c *contact) acceptRefusals(ctx context.Context, refused []control.Refusal) {
+	if len(refused) == 0 {
+		return
+	}
+	n := c.n
+	for _, r := range refused {
+		c.mu.Lock()
+		id, ok := c.sent[r.Digest]
+		delete(c.sent, r.Digest)
+		c.mu.Unlock()
+		if !ok {
+			n.mu.Lock()
+			h, held := n.held[r.Digest]
+			n.mu.Unlock()
+			if !held {
+				continue // not (or no longer) this node's
+			}
+			id = h.ID
+		}
+		attempts, recorded := 1, false
+		if prog, err := n.store.ProgressOf(ctx, id); err == nil {
+			for _, p := range prog {
+				if p.Dest == c.dest {
+					attempts = max(p.Attempts, 1)
+					recorded = p.State == store.Failed
+				}
+			}
+		}
+		if !ok && recorded {
+			continue // the transport reported this refusal already
+		}
+		rej := &convergence.RejectError{Reason: r.Reason, Transient: r.Transient, Err: errors.New("the peer refused it once it had arrived whole (from the peer's summary)")}
+		c.refusedSend(ctx, id, attempts, rej, fmt.Errorf("%s refused %s: %w", c.peer, id, rej))
+	}
 	c.poke()
 }
 
@@ -546,26 +616,35 @@ func (c *contact) send(ctx context.Context, d control.Digest, meta store.Meta, r
 		}
 		return
 	}
-	wctx := context.WithoutCancel(ctx)
 	var rej *convergence.RejectError
-	switch {
-	case errors.As(err, &rej) && !rej.Transient:
+	if errors.As(err, &rej) {
+		c.refusedSend(ctx, id, prog.Attempts, rej, err)
+		return
+	}
+	if ctx.Err() == nil && c.sess.Err() == nil {
+		n.errors.Record(c.peer, n.now())
+	}
+	n.metrics.sendErrors.WithLabelValues("transient").Inc()
+	_, _ = n.store.MarkRetry(context.WithoutCancel(ctx), id, c.dest, time.Time{}, err)
+}
+
+// refusedSend records the peer's refusal of a bundle, as its transport
+// reported it or as the peer's summary did: a fatal refusal stops sending
+// it to this peer, a transient one backs off.
+func (c *contact) refusedSend(ctx context.Context, id bundle.ID, attempts int, rej *convergence.RejectError, err error) {
+	n := c.n
+	wctx := context.WithoutCancel(ctx)
+	if !rej.Transient {
 		n.metrics.sendErrors.WithLabelValues("fatal").Inc()
 		_, _ = n.store.MarkFailed(wctx, id, c.dest, err)
 		c.log.Info("peer refused a bundle for good", zap.String("bundle", id.String()), zap.String("reason", rej.Reason.String()), zap.Error(err))
-	case errors.As(err, &rej):
-		// A transient refusal (full store, rate limit, the same bundle
-		// arriving from another peer) is the peer working as intended, not
-		// a peer error: back off, but do not count it against the peer.
-		n.metrics.sendErrors.WithLabelValues("transient").Inc()
-		_, _ = n.store.MarkRetry(wctx, id, c.dest, n.now().Add(n.backoff.Delay(prog.Attempts)), err)
-	default:
-		if ctx.Err() == nil && c.sess.Err() == nil {
-			n.errors.Record(c.peer, n.now())
-		}
-		n.metrics.sendErrors.WithLabelValues("transient").Inc()
-		_, _ = n.store.MarkRetry(wctx, id, c.dest, time.Time{}, err)
+		return
 	}
+	// A transient refusal (full store, rate limit, the same bundle
+	// arriving from another peer) is the peer working as intended, not
+	// a peer error: back off, but do not count it against the peer.
+	n.metrics.sendErrors.WithLabelValues("transient").Inc()
+	_, _ = n.store.MarkRetry(wctx, id, c.dest, n.now().Add(n.backoff.Delay(attempts)), err)
 }
 
 // selected reports whether this node pushes bundles to peer: with a peer

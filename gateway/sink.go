@@ -23,8 +23,35 @@ const maxControlPayload = 32 << 20
 // goes through the pipeline and is acknowledged (nil) only once stored.
 // Summary vectors addressed to this node are taken in and never stored.
 func (n *Node) Receive(ctx context.Context, s convergence.Session, b *bundle.Bundle, payload *bundle.PayloadReader) error {
+	isControl := b.IsAdminRecord() && b.Primary.Destination == n.id
+	err := n.receive(ctx, s, b, payload, isControl)
+	if err != nil && !isControl {
+		n.tellRefused(ctx, s, b, err)
+	}
+	return err
+}
+
+// tellRefused has the peer told, in the next summary, that this node
+// refused b. The convergence layer tells the sender too, but only while the
+// bundle is still arriving: a bundle refused at its end (its signature is
+// checked over the whole payload) may be reported sent by then.
+func (n *Node) tellRefused(ctx context.Context, s convergence.Session, b *bundle.Bundle, err error) {
+	if errors.Is(err, convergence.ErrInterrupted) || ctx.Err() != nil {
+		return // the transfer broke off: the sender knows, and resumes
+	}
+	n.mu.Lock()
+	c := n.contacts[s.Peer().NodeID()]
+	n.mu.Unlock()
+	if c == nil {
+		return
+	}
+	reason, transient := convergence.Classify(err)
+	c.noteRefused(control.Refusal{Digest: control.DigestOf(b.ID()), Reason: reason, Transient: transient})
+}
+
+func (n *Node) receive(ctx context.Context, s convergence.Session, b *bundle.Bundle, payload *bundle.PayloadReader, isControl bool) error {
 	d := door{kind: "peer", peer: s.Peer().NodeID()}
-	if b.IsAdminRecord() && b.Primary.Destination == n.id {
+	if isControl {
 		if err := n.checkPeer(d.peer, acl.OpRequest, 0); err != nil {
 			return n.rejected(d, b, err)
 		}

@@ -2,18 +2,25 @@ package plugins
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 
 	adapterpb "github.com/mulegate/mulegate/plugins/proto"
 )
@@ -36,6 +43,12 @@ const (
 	// and per connection: it bounds how much payload is in flight, and at
 	// gRPC's default of 64 KiB a large payload would stall on every chunk.
 	WindowSize = 4 << 20
+	// SessionPayloadMax is the largest payload the node hands over on the
+	// DeliverSession stream, whole, in one message; larger ones stream
+	// through Deliver in ChunkSize pieces. It is one chunk, so a delivery on
+	// the session holds no more of its payload in memory than a Deliver
+	// stream does.
+	SessionPayloadMax = ChunkSize
 )
 
 // Handshake returns the go-plugin handshake both sides use.
@@ -79,19 +92,20 @@ func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc
 // GRPCClient is an Adapter that forwards every call to an adapter over gRPC.
 type GRPCClient struct {
 	rpc adapterpb.AdapterClient
-	// bufs holds ChunkSize buffers so that a busy delivery queue does not
-	// allocate 64 KiB per bundle.
-	bufs sync.Pool
+	// streamOnly is set once the adapter answered DeliverSession with
+	// UNIMPLEMENTED: it predates sessions, so every bundle streams.
+	streamOnly atomic.Bool
+
+	mu   sync.Mutex
+	sess *clientSession // the DeliverSession stream; nil until needed, or after it failed
 }
 
 var _ Adapter = (*GRPCClient)(nil)
 
-// NewGRPCClient returns an Adapter speaking the contract over conn.
+// NewGRPCClient returns an Adapter speaking the contract over conn. The
+// connection should be dialled with DialOptions.
 func NewGRPCClient(conn grpc.ClientConnInterface) *GRPCClient {
-	return &GRPCClient{
-		rpc:  adapterpb.NewAdapterClient(conn),
-		bufs: sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }},
-	}
+	return &GRPCClient{rpc: adapterpb.NewAdapterClient(conn)}
 }
 
 func (c *GRPCClient) Describe(ctx context.Context) (Description, error) {
@@ -137,10 +151,21 @@ func (c *GRPCClient) Check(ctx context.Context) error {
 	return nil
 }
 
+// Deliver sends a payload of up to SessionPayloadMax bytes on a
+// DeliverSession stream, and a larger one as a Deliver stream of its own. An
+// adapter that does not know DeliverSession gets every bundle as a Deliver
+// stream.
 func (c *GRPCClient) Deliver(ctx context.Context, meta Meta, payload io.Reader) Result {
 	if meta.PayloadLength < 0 || (payload == nil && meta.PayloadLength > 0) {
 		return failed(fmt.Errorf("%w: payload length %d without a payload of that length", ErrInvalid, meta.PayloadLength))
 	}
+	if meta.PayloadLength <= SessionPayloadMax && !c.streamOnly.Load() {
+		return c.deliverSession(ctx, meta, payload)
+	}
+	return c.deliverStream(ctx, meta, payload)
+}
+
+func (c *GRPCClient) deliverStream(ctx context.Context, meta Meta, payload io.Reader) Result {
 	// Cancelling the stream on every early return is what tells the adapter
 	// that the payload did not arrive whole, so it commits nothing.
 	ctx, cancel := context.WithCancel(ctx)
@@ -177,17 +202,23 @@ type payloadError struct{ err error }
 func (e *payloadError) Error() string { return "reading payload: " + e.err.Error() }
 func (e *payloadError) Unwrap() error { return e.err }
 
+// shortPayload is the error for a payload that failed after sent of length
+// bytes.
+func shortPayload(err error, sent, length int64) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = fmt.Errorf("payload ended after %d of %d bytes", sent, length)
+	}
+	return &payloadError{err}
+}
+
 func (c *GRPCClient) sendPayload(stream adapterpb.Adapter_DeliverClient, payload io.Reader, length int64) error {
-	bp := c.bufs.Get().(*[]byte)
-	defer c.bufs.Put(bp)
+	bp := buffers.Get(ChunkSize)
+	defer buffers.Put(bp)
 	buf := *bp
 	for sent := int64(0); sent < length; {
 		n := int(min(int64(len(buf)), length-sent))
-		if _, err := io.ReadFull(payload, buf[:n]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("payload ended after %d of %d bytes", sent, length)
-			}
-			return &payloadError{err}
+		if k, err := io.ReadFull(payload, buf[:n]); err != nil {
+			return shortPayload(err, sent+int64(k), length)
 		}
 		// SendMsg has serialised the chunk when it returns, so buf can be
 		// reused for the next one.
@@ -345,11 +376,20 @@ func (s *grpcServer) Deliver(stream adapterpb.Adapter_DeliverServer) error {
 		return status.Errorf(codes.InvalidArgument, "deliver: payload length %d is too large", pm.GetPayloadLength())
 	}
 	meta := metaFromPB(pm)
+	// Every chunk of this payload is decoded into the same buffer (see
+	// chunkFrame), which goes back to the pool once Deliver is done with
+	// the reader.
+	var frame chunkFrame
+	var bp *[]byte
+	if meta.PayloadLength > 0 {
+		bp = buffers.Get(ChunkSize)
+		frame.buf = *bp
+	}
 	r := &chunkReader{
 		remaining: meta.PayloadLength,
 		next: func() ([]byte, error) {
-			m, err := stream.Recv()
-			if err != nil {
+			frame.reset()
+			if err := stream.RecvMsg(&frame); err != nil {
 				// A clean close before the announced length is as bad as a
 				// broken stream: the bundle is incomplete.
 				if errors.Is(err, io.EOF) {
@@ -357,13 +397,17 @@ func (s *grpcServer) Deliver(stream adapterpb.Adapter_DeliverServer) error {
 				}
 				return nil, err
 			}
-			if m.GetMeta() != nil {
+			chunk, hasMeta := frame.get()
+			if hasMeta {
 				return nil, errors.New("deliver: meta sent twice")
 			}
-			return m.GetChunk(), nil
+			return chunk, nil
 		},
 	}
 	res := s.impl.Deliver(stream.Context(), meta, r)
+	if r.close() && bp != nil {
+		buffers.Put(bp)
+	}
 	return stream.SendAndClose(resultToPB(res))
 }
 
@@ -447,13 +491,22 @@ func (s *grpcServer) Nack(ctx context.Context, req *adapterpb.NackRequest) (*ada
 // chunkReader turns a stream of chunks into an io.Reader that yields exactly
 // remaining bytes and then io.EOF. It holds one chunk at a time.
 type chunkReader struct {
+	// mu is held for the whole of a Read, so that close can tell whether
+	// one is still running.
+	mu        sync.Mutex
 	remaining int64
 	cur       []byte
 	next      func() ([]byte, error)
 	err       error
 }
 
+// errReaderClosed is what Read returns after close: the delivery it
+// belonged to has been answered.
+var errReaderClosed = errors.New("payload read after the delivery was answered")
+
 func (r *chunkReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -476,6 +529,215 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	n := copy(p, r.cur)
 	r.cur = r.cur[n:]
 	return n, nil
+}
+
+// close makes every later Read fail, so that the buffer chunks are decoded
+// into can serve another delivery. It reports false if a Read is still
+// running (an adapter that kept reading after it answered): that buffer
+// must then be left alone.
+func (r *chunkReader) close() bool {
+	if !r.mu.TryLock() {
+		return false
+	}
+	r.err, r.cur, r.next = errReaderClosed, nil, nil
+	r.mu.Unlock()
+	return true
+}
+
+// chunkFrame receives a DeliverRequest. The contract's codec decodes it
+// itself, copying the chunk into buf, a buffer the delivery reuses for
+// every chunk, straight from gRPC's receive buffers: protobuf's own decoder
+// would put each 64 KiB chunk in a new allocation, and for a large payload
+// that allocation (zeroed pages, garbage collection, memory returned to and
+// taken back from the kernel) cost a third of the adapter's time. Decoded
+// by any other codec, it is the plain DeliverRequest it embeds.
+type chunkFrame struct {
+	adapterpb.DeliverRequest
+	buf     []byte // where the chunk goes; reused
+	chunk   []byte // the chunk, in buf, when the codec decoded it
+	meta    bool   // the codec found a meta frame
+	decoded bool   // the codec decoded the frame (else DeliverRequest holds it)
+}
+
+func (f *chunkFrame) reset() {
+	f.DeliverRequest.Reset()
+	f.chunk, f.meta, f.decoded = nil, false, false
+}
+
+// get returns the frame's chunk, and whether it carried meta instead.
+func (f *chunkFrame) get() (chunk []byte, meta bool) {
+	if f.decoded {
+		return f.chunk, f.meta
+	}
+	return f.GetChunk(), f.GetMeta() != nil
+}
+
+// decode decodes a DeliverRequest from data, as proto.Unmarshal would: the
+// last of meta and chunk wins (they are a oneof), unknown fields are
+// skipped.
+func (f *chunkFrame) decode(data mem.BufferSlice) error {
+	r := bufferReader{bufs: data}
+	for r.more() {
+		num, typ, err := r.tag()
+		if err != nil {
+			return err
+		}
+		switch {
+		case num == 1 && typ == protowire.BytesType: // meta
+			// Only its presence matters here: a second meta is an error.
+			n, err := r.length()
+			if err != nil {
+				return err
+			}
+			if err := r.skip(n); err != nil {
+				return err
+			}
+			f.chunk, f.meta = nil, true
+		case num == 2 && typ == protowire.BytesType: // chunk
+			n, err := r.length()
+			if err != nil {
+				return err
+			}
+			if n > cap(f.buf) {
+				f.buf = make([]byte, n) // not from this node: chunks are at most ChunkSize
+			}
+			f.chunk, f.meta = f.buf[:n], false
+			if _, err := io.ReadFull(&r, f.chunk); err != nil {
+				return err
+			}
+		default:
+			if err := r.skipField(num, typ, 0); err != nil {
+				return err
+			}
+		}
+	}
+	f.decoded = true
+	return nil
+}
+
+// bufferReader reads a message that gRPC holds in several buffers, without
+// copying it into one first.
+type bufferReader struct {
+	bufs mem.BufferSlice
+	cur  []byte
+}
+
+var errMalformed = errors.New("malformed protobuf message")
+
+func (r *bufferReader) more() bool {
+	for len(r.cur) == 0 && len(r.bufs) > 0 {
+		r.cur, r.bufs = r.bufs[0].ReadOnlyData(), r.bufs[1:]
+	}
+	return len(r.cur) > 0
+}
+
+func (r *bufferReader) ReadByte() (byte, error) {
+	if !r.more() {
+		return 0, io.ErrUnexpectedEOF
+	}
+	b := r.cur[0]
+	r.cur = r.cur[1:]
+	return b, nil
+}
+
+func (r *bufferReader) Read(p []byte) (int, error) {
+	if !r.more() {
+		return 0, io.EOF
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+func (r *bufferReader) varint() (uint64, error) {
+	v, err := binary.ReadUvarint(r)
+	if err != nil {
+		return 0, errMalformed
+	}
+	return v, nil
+}
+
+func (r *bufferReader) tag() (protowire.Number, protowire.Type, error) {
+	v, err := r.varint()
+	if err != nil {
+		return 0, 0, err
+	}
+	num, typ := protowire.DecodeTag(v)
+	if num < protowire.MinValidNumber || num > protowire.MaxValidNumber {
+		return 0, 0, errMalformed
+	}
+	return num, typ, nil
+}
+
+// length reads a length prefix, and checks that that much follows.
+func (r *bufferReader) length() (int, error) {
+	v, err := r.varint()
+	if err != nil {
+		return 0, err
+	}
+	left := len(r.cur)
+	for _, b := range r.bufs {
+		left += b.Len()
+	}
+	if v > uint64(left) {
+		return 0, errMalformed
+	}
+	return int(v), nil
+}
+
+func (r *bufferReader) skip(n int) error {
+	for n > 0 {
+		if !r.more() {
+			return errMalformed
+		}
+		k := min(n, len(r.cur))
+		r.cur, n = r.cur[k:], n-k
+	}
+	return nil
+}
+
+// maxGroupDepth bounds how deeply skipField follows nested groups, as
+// protobuf's RecursionLimit does.
+const maxGroupDepth = 10000
+
+// skipField skips the value of a field this decoder does not know, as
+// protobuf skips unknown fields (groups included, though proto3 writes none).
+func (r *bufferReader) skipField(num protowire.Number, typ protowire.Type, depth int) error {
+	switch typ {
+	case protowire.VarintType:
+		_, err := r.varint()
+		return err
+	case protowire.Fixed32Type:
+		return r.skip(4)
+	case protowire.Fixed64Type:
+		return r.skip(8)
+	case protowire.BytesType:
+		n, err := r.length()
+		if err != nil {
+			return err
+		}
+		return r.skip(n)
+	case protowire.StartGroupType:
+		if depth >= maxGroupDepth {
+			return errMalformed
+		}
+		for {
+			n, t, err := r.tag()
+			if err != nil {
+				return err
+			}
+			if t == protowire.EndGroupType {
+				if n != num {
+					return errMalformed
+				}
+				return nil
+			}
+			if err := r.skipField(n, t, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return errMalformed
 }
 
 func metaToPB(m Meta) *adapterpb.BundleMeta {
@@ -550,6 +812,169 @@ func resultFromPB(resp *adapterpb.DeliverResponse) Result {
 		return Result{Status: Reject, Reason: resp.GetReason()}
 	default:
 		return Result{Status: Retry, RetryAfter: msDuration(resp.GetRetryAfterMs()), Reason: resp.GetReason()}
+	}
+}
+
+// DialOptions are the gRPC options the node dials an adapter with
+// (plugins/host passes them to go-plugin). With ServerOptions on the other
+// end they tune the transport for this contract; the bytes on the wire stay
+// plain gRPC, so adapters in other languages need nothing of the kind.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(WindowSize),
+		grpc.WithInitialConnWindowSize(WindowSize),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec{})),
+	}
+}
+
+// ServerOptions are the gRPC options an adapter serves with (sdk.Serve
+// adds them to go-plugin's).
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		// Raised from 64 KiB so that a large payload streams without
+		// waiting for a window update every chunk; the memory bound per
+		// stream stays a few MiB.
+		grpc.InitialWindowSize(WindowSize),
+		grpc.InitialConnWindowSize(WindowSize),
+		grpc.ForceServerCodecV2(codec{}),
+	}
+}
+
+// codec is gRPC's protobuf codec (same name, same bytes on the wire) with
+// buffers that fit this contract's messages. gRPC's own takes its marshal
+// and unmarshal buffers from a pool whose tiers jump from 32 KiB to 1 MiB,
+// and zeroes each one it hands out: every 64 KiB payload chunk cost a 1 MiB
+// clear on each side of the boundary, and so would a DeliverSmall request.
+// Here a message gets a buffer from the next tier up, a little over its
+// size, and nothing is zeroed, since each buffer is overwritten before it
+// is read.
+type codec struct{}
+
+var _ encoding.CodecV2 = codec{}
+
+func (codec) Name() string { return "proto" }
+
+func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	m := protoMessage(v)
+	if m == nil {
+		return nil, fmt.Errorf("plugins: cannot marshal %T: not a protobuf message", v)
+	}
+	// UseCachedSize reuses what Size just computed; the message is not
+	// changed in between.
+	size := proto.Size(m)
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	if size < minPooled {
+		b, err := opts.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	bp := buffers.Get(size)
+	b, err := opts.MarshalAppend((*bp)[:0], m)
+	if err != nil {
+		buffers.Put(bp)
+		return nil, err
+	}
+	*bp = b
+	// gRPC puts the buffer back once it has written the message.
+	return mem.BufferSlice{mem.NewBuffer(bp, buffers)}, nil
+}
+
+func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	switch v := v.(type) {
+	case *chunkFrame:
+		return v.decode(data)
+	case *sessionRequest:
+		return v.decode(data)
+	}
+	m := protoMessage(v)
+	if m == nil {
+		return fmt.Errorf("plugins: cannot unmarshal into %T: not a protobuf message", v)
+	}
+	// proto.Unmarshal copies bytes and strings out of its input, so the
+	// input can be gRPC's own buffer, or a pooled one returned at once.
+	switch len(data) {
+	case 0:
+		return proto.Unmarshal(nil, m)
+	case 1:
+		return proto.Unmarshal(data[0].ReadOnlyData(), m)
+	}
+	bp := buffers.Get(data.Len())
+	defer buffers.Put(bp)
+	data.CopyTo(*bp)
+	return proto.Unmarshal(*bp, m)
+}
+
+func protoMessage(v any) proto.Message {
+	switch v := v.(type) {
+	case proto.Message:
+		return v
+	case protoadapt.MessageV1:
+		return protoadapt.MessageV2Of(v)
+	}
+	return nil
+}
+
+// buffers is the process's pool of byte slices for the boundary: payload
+// chunks, whole small payloads, and marshalled messages.
+var buffers = &bufferPool{}
+
+const (
+	// minPooled is the smallest slice worth pooling; below it allocating is
+	// cheaper.
+	minPooled = 1 << 10
+	// The tiers hold slices a sixteenth over each power of two from
+	// minPooled to 1 MiB, so that a 64 KiB chunk with its framing, or a
+	// 256 KiB payload with its metadata, fits the tier of its size.
+	minTierShift = 10
+	numTiers     = 11
+)
+
+// bufferPool is a mem.BufferPool of slices that are not zeroed: every user
+// overwrites the part it reads. Slices longer than the largest tier are
+// allocated, and dropped when put back.
+type bufferPool struct {
+	tiers [numTiers]sync.Pool
+}
+
+var _ mem.BufferPool = (*bufferPool)(nil)
+
+func tierCap(i int) int {
+	n := 1 << (minTierShift + i)
+	return n + n/16
+}
+
+// tier returns the smallest tier whose slices hold n bytes, or -1.
+func tier(n int) int {
+	for i := range numTiers {
+		if n <= tierCap(i) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Get returns a slice of length n, with unspecified contents.
+func (p *bufferPool) Get(n int) *[]byte {
+	i := tier(n)
+	if i < 0 {
+		b := make([]byte, n)
+		return &b
+	}
+	if bp, ok := p.tiers[i].Get().(*[]byte); ok {
+		*bp = (*bp)[:n]
+		return bp
+	}
+	b := make([]byte, n, tierCap(i))
+	return &b
+}
+
+// Put returns a slice that Get handed out.
+func (p *bufferPool) Put(bp *[]byte) {
+	c := cap(*bp)
+	if i := tier(c); i >= 0 && tierCap(i) == c {
+		p.tiers[i].Put(bp)
 	}
 }
 

@@ -71,6 +71,25 @@ type Summary struct {
 	Partials []Partial
 	// Notices are delivery notices the sender knows of.
 	Notices []Notice
+	// Refused lists bundles the receiver of this summary sent the sender,
+	// and the sender refused after reading them whole. A refusal made while
+	// the bundle is still arriving reaches its sender at once (the
+	// convergence layer stops the stream), but one made at its end (a
+	// signature is checked over the whole payload) can come after the
+	// sender's transport has already reported the bundle sent. The summary
+	// is how the sender learns of it, and stops offering the bundle.
+	Refused []Refusal
+}
+
+// Refusal is a bundle a node refused from the peer it sends the summary to.
+type Refusal struct {
+	Digest Digest
+	// Reason is the status report reason (RFC 9171 §6.1.1).
+	Reason bundle.StatusReason
+	// Transient is true when the bundle may be accepted later (a full
+	// store, a rate limit): the sender retries after a backoff. Otherwise
+	// the sender gives up on this peer for this bundle.
+	Transient bool
 }
 
 // summaryWire is Summary on the wire: digests packed into byte strings.
@@ -84,6 +103,14 @@ type summaryWire struct {
 	Dropped  []byte
 	Partials []partialWire
 	Notices  []cbor.RawMessage
+	Refused  []refusalWire
+}
+
+type refusalWire struct {
+	_         struct{} `cbor:",toarray"`
+	Digest    []byte
+	Reason    uint64
+	Transient bool
 }
 
 type partialWire struct {
@@ -92,7 +119,10 @@ type partialWire struct {
 	Received uint64
 }
 
-const summaryVersion = 1
+// summaryVersion 2 added Refused. Nodes of different versions ignore each
+// other's summaries (and log why), so they still exchange bundles but
+// resend what the peer already holds once per contact.
+const summaryVersion = 2
 
 var (
 	encMode, _ = cbor.CoreDetEncOptions().EncMode()
@@ -114,6 +144,9 @@ func MarshalSummary(s Summary) ([]byte, error) {
 			return nil, err
 		}
 		w.Notices = append(w.Notices, enc)
+	}
+	for _, r := range s.Refused {
+		w.Refused = append(w.Refused, refusalWire{Digest: r.Digest[:], Reason: uint64(r.Reason), Transient: r.Transient})
 	}
 	return bundle.MarshalAdminRecord(RecordSummary, w)
 }
@@ -148,6 +181,15 @@ func UnmarshalSummary(content []byte) (Summary, error) {
 			return Summary{}, err
 		}
 		s.Notices = append(s.Notices, n)
+	}
+	for _, r := range w.Refused {
+		if len(r.Digest) != len(Digest{}) {
+			return Summary{}, fmt.Errorf("%w: refused digest of %d bytes", ErrMalformed, len(r.Digest))
+		}
+		if r.Reason > 255 {
+			return Summary{}, fmt.Errorf("%w: refusal reason %d is not a status report reason code", ErrMalformed, r.Reason)
+		}
+		s.Refused = append(s.Refused, Refusal{Digest: Digest(r.Digest), Reason: bundle.StatusReason(r.Reason), Transient: r.Transient})
 	}
 	return s, nil
 }

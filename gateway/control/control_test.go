@@ -8,6 +8,7 @@ import (
 	"errors"
 	"math/big"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,7 +40,8 @@ func TestSummaryRoundTrip(t *testing.T) {
 	if err := n.Sign(key, [][]byte{der}); err != nil {
 		t.Fatal(err)
 	}
-	s := Summary{Epoch: 7, Seq: 0, Full: true, Held: held, Dropped: held[:2], Partials: []Partial{{Digest: held[3], Received: 12345}}, Notices: []Notice{n}}
+	s := Summary{Epoch: 7, Seq: 0, Full: true, Held: held, Dropped: held[:2], Partials: []Partial{{Digest: held[3], Received: 12345}}, Notices: []Notice{n},
+		Refused: []Refusal{{Digest: held[4], Reason: bundle.ReasonFailedSecurity}, {Digest: held[5], Reason: bundle.ReasonDepletedStorage, Transient: true}}}
 	data, err := MarshalSummary(s)
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +59,9 @@ func TestSummaryRoundTrip(t *testing.T) {
 	}
 	if got.Epoch != 7 || !got.Full || len(got.Held) != len(held) || got.Held[99_999] != held[99_999] || len(got.Dropped) != 2 || got.Partials[0] != s.Partials[0] {
 		t.Fatalf("round trip changed the summary")
+	}
+	if !slices.Equal(got.Refused, s.Refused) {
+		t.Fatalf("round trip changed the refusals: got %+v, want %+v", got.Refused, s.Refused)
 	}
 	if _, err := got.Notices[0].Verify(); err != nil {
 		t.Fatalf("notice lost its signature: %v", err)

@@ -141,10 +141,7 @@ func (in *instance) launch(ctx context.Context) (_ *proc, err error) {
 		Stderr:           stderrTail,
 		SyncStdout:       logStream("stdout"),
 		SyncStderr:       logStream("stderr"),
-		GRPCDialOptions: []grpc.DialOption{
-			grpc.WithInitialWindowSize(plugins.WindowSize),
-			grpc.WithInitialConnWindowSize(plugins.WindowSize),
-		},
+		GRPCDialOptions:  plugins.DialOptions(),
 	})
 	defer func() {
 		if err != nil {

@@ -58,17 +58,49 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
+// syscalls is the number of read and write system calls process pid has
+// made (all kinds: sockets, files, pipes), from /proc/PID/io.
+func syscalls(pid int) (reads, writes int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.Lines(string(b)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
+}
+
 // procs are the processes whose CPU time a benchmark reports per bundle.
 type procs map[string]int
+
+// usage is what procs measures of each process.
+type usage struct {
+	cpu           time.Duration
+	reads, writes int64
+}
+
+func (ps procs) usage() map[string]usage {
+	u := map[string]usage{}
+	for name, pid := range ps {
+		r, w := syscalls(pid)
+		u[name] = usage{cpu: cpuTime(pid), reads: r, writes: w}
+	}
+	return u
+}
 
 // run does work(i) for i in [0, b.N) on benchConcurrency goroutines, and
 // reports bundles/s and each process's CPU time per bundle.
 func (ps procs) run(b *testing.B, work func(i int) error) float64 {
 	b.SetBytes(1 << 10)
-	before := map[string]time.Duration{}
-	for name, pid := range ps {
-		before[name] = cpuTime(pid)
-	}
+	before := ps.usage()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
@@ -96,10 +128,15 @@ func (ps procs) run(b *testing.B, work func(i int) error) float64 {
 	return float64(b.N) / elapsed.Seconds()
 }
 
-func (ps procs) report(b *testing.B, before map[string]time.Duration, elapsed time.Duration) {
+// report reports bundles/s, and per bundle each process's CPU time and its
+// read and write system calls (fewer than one per bundle means batching).
+func (ps procs) report(b *testing.B, before map[string]usage, elapsed time.Duration) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "bundles/s")
-	for name, pid := range ps {
-		b.ReportMetric(float64((cpuTime(pid)-before[name]).Microseconds())/float64(b.N), name+"-cpu-µs/op")
+	for name, u := range ps.usage() {
+		was := before[name]
+		b.ReportMetric(float64((u.cpu-was.cpu).Microseconds())/float64(b.N), name+"-cpu-µs/op")
+		b.ReportMetric(float64(u.reads-was.reads)/float64(b.N), name+"-reads/op")
+		b.ReportMetric(float64(u.writes-was.writes)/float64(b.N), name+"-writes/op")
 	}
 }
 
@@ -121,13 +158,24 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 	srv := newProcess(b)
 	srv.Start()
 	nc, js := client(b, srv.URL())
-	createStream(b, js, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}})
+	streamCfg := jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}}
+	createStream(b, js, streamCfg)
+	// fresh gives each sub-benchmark an empty stream and an empty duplicate
+	// window. Sharing one, each ran slower than the one before it, as the
+	// server's per-stream state grew: the order decided the comparison.
+	fresh := func(b *testing.B) {
+		if err := js.DeleteStream(b.Context(), streamCfg.Name); err != nil {
+			b.Fatal(err)
+		}
+		createStream(b, js, streamCfg)
+	}
 	m, ad := startAdapter(b, obj{"urls": []string{srv.URL()}})
 	self, server := os.Getpid(), srv.PID()
 
 	rates := map[string]float64{}
 	deliver := func(ad plugins.Adapter) func(b *testing.B) {
 		return func(b *testing.B) {
+			fresh(b)
 			run := benchRun.Add(1)
 			ps := procs{"node": self, "server": server}
 			if pid := adapterPID(m); pid != 0 {
@@ -145,6 +193,7 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 	b.Run("adapter", deliver(ad))
 
 	b.Run("natsgo-sync", func(b *testing.B) {
+		fresh(b)
 		run := benchRun.Add(1)
 		rates[b.Name()] = procs{"node": self, "server": server}.run(b, func(i int) error {
 			m := benchMeta(run, i, size)
@@ -153,6 +202,7 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 		})
 	})
 	b.Run("natsgo-async", func(b *testing.B) {
+		fresh(b)
 		run := benchRun.Add(1)
 		b.SetBytes(size)
 		ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(benchConcurrency))
@@ -160,7 +210,7 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 			b.Fatal(err)
 		}
 		ps := procs{"node": self, "server": server}
-		before := map[string]time.Duration{"node": cpuTime(self), "server": cpuTime(server)}
+		before := ps.usage()
 		start := time.Now()
 		for i := range b.N {
 			m := benchMeta(run, i, size)
@@ -181,6 +231,7 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 	// For reference: where the difference goes.
 	inproc := inProcess(b, obj{"urls": []string{srv.URL()}})
 	b.Run("adapter-in-process", func(b *testing.B) {
+		fresh(b)
 		run := benchRun.Add(1)
 		rates[b.Name()] = procs{"node": self, "server": server}.run(b, func(i int) error {
 			res := inproc.Deliver(b.Context(), benchMeta(run, i, size), bytes.NewReader(payload))

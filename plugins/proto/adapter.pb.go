@@ -104,7 +104,7 @@ func (x DeliverResponse_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeliverResponse_Status.Descriptor instead.
 func (DeliverResponse_Status) EnumDescriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{10, 0}
+	return file_adapter_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type DescribeRequest struct {
@@ -587,6 +587,238 @@ func (*DeliverRequest_Meta) isDeliverRequest_Frame() {}
 
 func (*DeliverRequest_Chunk) isDeliverRequest_Frame() {}
 
+// SessionRequest is one message from the node on a DeliverSession stream.
+type SessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deliveries are new bundles to deliver.
+	Deliveries []*SessionDelivery `protobuf:"bytes,1,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// cancel lists deliveries of this session the node no longer waits for.
+	Cancel        []uint64 `protobuf:"varint,2,rep,packed,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRequest) Reset() {
+	*x = SessionRequest{}
+	mi := &file_adapter_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRequest) ProtoMessage() {}
+
+func (x *SessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRequest.ProtoReflect.Descriptor instead.
+func (*SessionRequest) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SessionRequest) GetDeliveries() []*SessionDelivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
+
+func (x *SessionRequest) GetCancel() []uint64 {
+	if x != nil {
+		return x.Cancel
+	}
+	return nil
+}
+
+type SessionDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the delivery in its SessionResult and in `cancel`. The node
+	// never reuses an id within a session.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// meta is the bundle's metadata, as in Deliver's first message.
+	Meta *BundleMeta `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
+	// payload is the whole payload: exactly meta.payload_length bytes (at most
+	// 64 KiB).
+	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// timeout_ms is how long the node waits for the answer; 0 means it has no
+	// deadline. (A call carries this in gRPC's grpc-timeout header; a session
+	// outlives its deliveries, so each carries its own.) When it passes, the
+	// node cancels the delivery.
+	TimeoutMs     uint64 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionDelivery) Reset() {
+	*x = SessionDelivery{}
+	mi := &file_adapter_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionDelivery) ProtoMessage() {}
+
+func (x *SessionDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionDelivery.ProtoReflect.Descriptor instead.
+func (*SessionDelivery) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SessionDelivery) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionDelivery) GetMeta() *BundleMeta {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *SessionDelivery) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SessionDelivery) GetTimeoutMs() uint64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// SessionResponse is one message from the adapter on a DeliverSession
+// stream.
+type SessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*SessionResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResponse) Reset() {
+	*x = SessionResponse{}
+	mi := &file_adapter_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResponse) ProtoMessage() {}
+
+func (x *SessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
+func (*SessionResponse) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SessionResponse) GetResults() []*SessionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SessionResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the SessionDelivery.id this answers.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// result is the answer, as Deliver would give it.
+	Result        *DeliverResponse `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionResult) Reset() {
+	*x = SessionResult{}
+	mi := &file_adapter_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionResult) ProtoMessage() {}
+
+func (x *SessionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionResult.ProtoReflect.Descriptor instead.
+func (*SessionResult) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SessionResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *SessionResult) GetResult() *DeliverResponse {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 // BundleMeta is what the adapter knows about a bundle besides its payload.
 // Endpoint IDs are in their URI form: "dtn://node/service", "ipn:2.1",
 // "dtn:none".
@@ -637,7 +869,7 @@ type BundleMeta struct {
 
 func (x *BundleMeta) Reset() {
 	*x = BundleMeta{}
-	mi := &file_adapter_proto_msgTypes[9]
+	mi := &file_adapter_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +881,7 @@ func (x *BundleMeta) String() string {
 func (*BundleMeta) ProtoMessage() {}
 
 func (x *BundleMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[9]
+	mi := &file_adapter_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +894,7 @@ func (x *BundleMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BundleMeta.ProtoReflect.Descriptor instead.
 func (*BundleMeta) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{9}
+	return file_adapter_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BundleMeta) GetBundleId() string {
@@ -777,7 +1009,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_adapter_proto_msgTypes[10]
+	mi := &file_adapter_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1021,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[10]
+	mi := &file_adapter_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1034,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{10}
+	return file_adapter_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeliverResponse) GetStatus() DeliverResponse_Status {
@@ -842,7 +1074,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_adapter_proto_msgTypes[11]
+	mi := &file_adapter_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -854,7 +1086,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[11]
+	mi := &file_adapter_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -867,7 +1099,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{11}
+	return file_adapter_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FetchRequest) GetMaxMessages() uint32 {
@@ -905,7 +1137,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_adapter_proto_msgTypes[12]
+	mi := &file_adapter_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1149,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[12]
+	mi := &file_adapter_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1162,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{12}
+	return file_adapter_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FetchResponse) GetFrame() isFetchResponse_Frame {
@@ -1021,7 +1253,7 @@ type InboundStart struct {
 
 func (x *InboundStart) Reset() {
 	*x = InboundStart{}
-	mi := &file_adapter_proto_msgTypes[13]
+	mi := &file_adapter_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1265,7 @@ func (x *InboundStart) String() string {
 func (*InboundStart) ProtoMessage() {}
 
 func (x *InboundStart) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[13]
+	mi := &file_adapter_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1278,7 @@ func (x *InboundStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundStart.ProtoReflect.Descriptor instead.
 func (*InboundStart) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{13}
+	return file_adapter_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InboundStart) GetReceipt() string {
@@ -1106,7 +1338,7 @@ type InboundEnd struct {
 
 func (x *InboundEnd) Reset() {
 	*x = InboundEnd{}
-	mi := &file_adapter_proto_msgTypes[14]
+	mi := &file_adapter_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1350,7 @@ func (x *InboundEnd) String() string {
 func (*InboundEnd) ProtoMessage() {}
 
 func (x *InboundEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[14]
+	mi := &file_adapter_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1363,7 @@ func (x *InboundEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundEnd.ProtoReflect.Descriptor instead.
 func (*InboundEnd) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{14}
+	return file_adapter_proto_rawDescGZIP(), []int{18}
 }
 
 type AckRequest struct {
@@ -1143,7 +1375,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_adapter_proto_msgTypes[15]
+	mi := &file_adapter_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1387,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[15]
+	mi := &file_adapter_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1400,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{15}
+	return file_adapter_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AckRequest) GetReceipt() string {
@@ -1186,7 +1418,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_adapter_proto_msgTypes[16]
+	mi := &file_adapter_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1430,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[16]
+	mi := &file_adapter_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1443,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{16}
+	return file_adapter_proto_rawDescGZIP(), []int{20}
 }
 
 type NackRequest struct {
@@ -1226,7 +1458,7 @@ type NackRequest struct {
 
 func (x *NackRequest) Reset() {
 	*x = NackRequest{}
-	mi := &file_adapter_proto_msgTypes[17]
+	mi := &file_adapter_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1470,7 @@ func (x *NackRequest) String() string {
 func (*NackRequest) ProtoMessage() {}
 
 func (x *NackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[17]
+	mi := &file_adapter_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1483,7 @@ func (x *NackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackRequest.ProtoReflect.Descriptor instead.
 func (*NackRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{17}
+	return file_adapter_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NackRequest) GetReceipt() string {
@@ -1276,7 +1508,7 @@ type NackResponse struct {
 
 func (x *NackResponse) Reset() {
 	*x = NackResponse{}
-	mi := &file_adapter_proto_msgTypes[18]
+	mi := &file_adapter_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1520,7 @@ func (x *NackResponse) String() string {
 func (*NackResponse) ProtoMessage() {}
 
 func (x *NackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_proto_msgTypes[18]
+	mi := &file_adapter_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1533,7 @@ func (x *NackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackResponse.ProtoReflect.Descriptor instead.
 func (*NackResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_proto_rawDescGZIP(), []int{18}
+	return file_adapter_proto_rawDescGZIP(), []int{22}
 }
 
 var File_adapter_proto protoreflect.FileDescriptor
@@ -1332,7 +1564,23 @@ const file_adapter_proto_rawDesc = "" +
 	"\x0eDeliverRequest\x125\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1f.mulegate.adapter.v1.BundleMetaH\x00R\x04meta\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\a\n" +
-	"\x05frame\"\xa3\x04\n" +
+	"\x05frame\"n\n" +
+	"\x0eSessionRequest\x12D\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2$.mulegate.adapter.v1.SessionDeliveryR\n" +
+	"deliveries\x12\x16\n" +
+	"\x06cancel\x18\x02 \x03(\x04R\x06cancel\"\x8f\x01\n" +
+	"\x0fSessionDelivery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
+	"\x04meta\x18\x02 \x01(\v2\x1f.mulegate.adapter.v1.BundleMetaR\x04meta\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\x04R\ttimeoutMs\"O\n" +
+	"\x0fSessionResponse\x12<\n" +
+	"\aresults\x18\x01 \x03(\v2\".mulegate.adapter.v1.SessionResultR\aresults\"]\n" +
+	"\rSessionResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
+	"\x06result\x18\x02 \x01(\v2$.mulegate.adapter.v1.DeliverResponseR\x06result\"\xa3\x04\n" +
 	"\n" +
 	"BundleMeta\x12\x1b\n" +
 	"\tbundle_id\x18\x01 \x01(\tR\bbundleId\x12\x16\n" +
@@ -1394,12 +1642,13 @@ const file_adapter_proto_rawDesc = "" +
 	"\vNackRequest\x12\x18\n" +
 	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0e\n" +
-	"\fNackResponse2\xcf\x04\n" +
+	"\fNackResponse2\xb0\x05\n" +
 	"\aAdapter\x12W\n" +
 	"\bDescribe\x12$.mulegate.adapter.v1.DescribeRequest\x1a%.mulegate.adapter.v1.DescribeResponse\x12Z\n" +
 	"\tConfigure\x12%.mulegate.adapter.v1.ConfigureRequest\x1a&.mulegate.adapter.v1.ConfigureResponse\x12N\n" +
 	"\x05Check\x12!.mulegate.adapter.v1.CheckRequest\x1a\".mulegate.adapter.v1.CheckResponse\x12V\n" +
-	"\aDeliver\x12#.mulegate.adapter.v1.DeliverRequest\x1a$.mulegate.adapter.v1.DeliverResponse(\x01\x12P\n" +
+	"\aDeliver\x12#.mulegate.adapter.v1.DeliverRequest\x1a$.mulegate.adapter.v1.DeliverResponse(\x01\x12_\n" +
+	"\x0eDeliverSession\x12#.mulegate.adapter.v1.SessionRequest\x1a$.mulegate.adapter.v1.SessionResponse(\x010\x01\x12P\n" +
 	"\x05Fetch\x12!.mulegate.adapter.v1.FetchRequest\x1a\".mulegate.adapter.v1.FetchResponse0\x01\x12H\n" +
 	"\x03Ack\x12\x1f.mulegate.adapter.v1.AckRequest\x1a .mulegate.adapter.v1.AckResponse\x12K\n" +
 	"\x04Nack\x12 .mulegate.adapter.v1.NackRequest\x1a!.mulegate.adapter.v1.NackResponseB6Z4github.com/mulegate/mulegate/plugins/proto;adapterpbb\x06proto3"
@@ -1417,7 +1666,7 @@ func file_adapter_proto_rawDescGZIP() []byte {
 }
 
 var file_adapter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_adapter_proto_goTypes = []any{
 	(DeliverResponse_Status)(0), // 0: mulegate.adapter.v1.DeliverResponse.Status
 	(*DescribeRequest)(nil),     // 1: mulegate.adapter.v1.DescribeRequest
@@ -1429,47 +1678,57 @@ var file_adapter_proto_goTypes = []any{
 	(*CheckRequest)(nil),        // 7: mulegate.adapter.v1.CheckRequest
 	(*CheckResponse)(nil),       // 8: mulegate.adapter.v1.CheckResponse
 	(*DeliverRequest)(nil),      // 9: mulegate.adapter.v1.DeliverRequest
-	(*BundleMeta)(nil),          // 10: mulegate.adapter.v1.BundleMeta
-	(*DeliverResponse)(nil),     // 11: mulegate.adapter.v1.DeliverResponse
-	(*FetchRequest)(nil),        // 12: mulegate.adapter.v1.FetchRequest
-	(*FetchResponse)(nil),       // 13: mulegate.adapter.v1.FetchResponse
-	(*InboundStart)(nil),        // 14: mulegate.adapter.v1.InboundStart
-	(*InboundEnd)(nil),          // 15: mulegate.adapter.v1.InboundEnd
-	(*AckRequest)(nil),          // 16: mulegate.adapter.v1.AckRequest
-	(*AckResponse)(nil),         // 17: mulegate.adapter.v1.AckResponse
-	(*NackRequest)(nil),         // 18: mulegate.adapter.v1.NackRequest
-	(*NackResponse)(nil),        // 19: mulegate.adapter.v1.NackResponse
-	nil,                         // 20: mulegate.adapter.v1.BundleMeta.OptionsEntry
-	nil,                         // 21: mulegate.adapter.v1.InboundStart.HeadersEntry
+	(*SessionRequest)(nil),      // 10: mulegate.adapter.v1.SessionRequest
+	(*SessionDelivery)(nil),     // 11: mulegate.adapter.v1.SessionDelivery
+	(*SessionResponse)(nil),     // 12: mulegate.adapter.v1.SessionResponse
+	(*SessionResult)(nil),       // 13: mulegate.adapter.v1.SessionResult
+	(*BundleMeta)(nil),          // 14: mulegate.adapter.v1.BundleMeta
+	(*DeliverResponse)(nil),     // 15: mulegate.adapter.v1.DeliverResponse
+	(*FetchRequest)(nil),        // 16: mulegate.adapter.v1.FetchRequest
+	(*FetchResponse)(nil),       // 17: mulegate.adapter.v1.FetchResponse
+	(*InboundStart)(nil),        // 18: mulegate.adapter.v1.InboundStart
+	(*InboundEnd)(nil),          // 19: mulegate.adapter.v1.InboundEnd
+	(*AckRequest)(nil),          // 20: mulegate.adapter.v1.AckRequest
+	(*AckResponse)(nil),         // 21: mulegate.adapter.v1.AckResponse
+	(*NackRequest)(nil),         // 22: mulegate.adapter.v1.NackRequest
+	(*NackResponse)(nil),        // 23: mulegate.adapter.v1.NackResponse
+	nil,                         // 24: mulegate.adapter.v1.BundleMeta.OptionsEntry
+	nil,                         // 25: mulegate.adapter.v1.InboundStart.HeadersEntry
 }
 var file_adapter_proto_depIdxs = []int32{
 	3,  // 0: mulegate.adapter.v1.DescribeResponse.capabilities:type_name -> mulegate.adapter.v1.Capabilities
 	6,  // 1: mulegate.adapter.v1.ConfigureResponse.errors:type_name -> mulegate.adapter.v1.ConfigError
-	10, // 2: mulegate.adapter.v1.DeliverRequest.meta:type_name -> mulegate.adapter.v1.BundleMeta
-	20, // 3: mulegate.adapter.v1.BundleMeta.options:type_name -> mulegate.adapter.v1.BundleMeta.OptionsEntry
-	0,  // 4: mulegate.adapter.v1.DeliverResponse.status:type_name -> mulegate.adapter.v1.DeliverResponse.Status
-	14, // 5: mulegate.adapter.v1.FetchResponse.start:type_name -> mulegate.adapter.v1.InboundStart
-	15, // 6: mulegate.adapter.v1.FetchResponse.end:type_name -> mulegate.adapter.v1.InboundEnd
-	21, // 7: mulegate.adapter.v1.InboundStart.headers:type_name -> mulegate.adapter.v1.InboundStart.HeadersEntry
-	1,  // 8: mulegate.adapter.v1.Adapter.Describe:input_type -> mulegate.adapter.v1.DescribeRequest
-	4,  // 9: mulegate.adapter.v1.Adapter.Configure:input_type -> mulegate.adapter.v1.ConfigureRequest
-	7,  // 10: mulegate.adapter.v1.Adapter.Check:input_type -> mulegate.adapter.v1.CheckRequest
-	9,  // 11: mulegate.adapter.v1.Adapter.Deliver:input_type -> mulegate.adapter.v1.DeliverRequest
-	12, // 12: mulegate.adapter.v1.Adapter.Fetch:input_type -> mulegate.adapter.v1.FetchRequest
-	16, // 13: mulegate.adapter.v1.Adapter.Ack:input_type -> mulegate.adapter.v1.AckRequest
-	18, // 14: mulegate.adapter.v1.Adapter.Nack:input_type -> mulegate.adapter.v1.NackRequest
-	2,  // 15: mulegate.adapter.v1.Adapter.Describe:output_type -> mulegate.adapter.v1.DescribeResponse
-	5,  // 16: mulegate.adapter.v1.Adapter.Configure:output_type -> mulegate.adapter.v1.ConfigureResponse
-	8,  // 17: mulegate.adapter.v1.Adapter.Check:output_type -> mulegate.adapter.v1.CheckResponse
-	11, // 18: mulegate.adapter.v1.Adapter.Deliver:output_type -> mulegate.adapter.v1.DeliverResponse
-	13, // 19: mulegate.adapter.v1.Adapter.Fetch:output_type -> mulegate.adapter.v1.FetchResponse
-	17, // 20: mulegate.adapter.v1.Adapter.Ack:output_type -> mulegate.adapter.v1.AckResponse
-	19, // 21: mulegate.adapter.v1.Adapter.Nack:output_type -> mulegate.adapter.v1.NackResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 2: mulegate.adapter.v1.DeliverRequest.meta:type_name -> mulegate.adapter.v1.BundleMeta
+	11, // 3: mulegate.adapter.v1.SessionRequest.deliveries:type_name -> mulegate.adapter.v1.SessionDelivery
+	14, // 4: mulegate.adapter.v1.SessionDelivery.meta:type_name -> mulegate.adapter.v1.BundleMeta
+	13, // 5: mulegate.adapter.v1.SessionResponse.results:type_name -> mulegate.adapter.v1.SessionResult
+	15, // 6: mulegate.adapter.v1.SessionResult.result:type_name -> mulegate.adapter.v1.DeliverResponse
+	24, // 7: mulegate.adapter.v1.BundleMeta.options:type_name -> mulegate.adapter.v1.BundleMeta.OptionsEntry
+	0,  // 8: mulegate.adapter.v1.DeliverResponse.status:type_name -> mulegate.adapter.v1.DeliverResponse.Status
+	18, // 9: mulegate.adapter.v1.FetchResponse.start:type_name -> mulegate.adapter.v1.InboundStart
+	19, // 10: mulegate.adapter.v1.FetchResponse.end:type_name -> mulegate.adapter.v1.InboundEnd
+	25, // 11: mulegate.adapter.v1.InboundStart.headers:type_name -> mulegate.adapter.v1.InboundStart.HeadersEntry
+	1,  // 12: mulegate.adapter.v1.Adapter.Describe:input_type -> mulegate.adapter.v1.DescribeRequest
+	4,  // 13: mulegate.adapter.v1.Adapter.Configure:input_type -> mulegate.adapter.v1.ConfigureRequest
+	7,  // 14: mulegate.adapter.v1.Adapter.Check:input_type -> mulegate.adapter.v1.CheckRequest
+	9,  // 15: mulegate.adapter.v1.Adapter.Deliver:input_type -> mulegate.adapter.v1.DeliverRequest
+	10, // 16: mulegate.adapter.v1.Adapter.DeliverSession:input_type -> mulegate.adapter.v1.SessionRequest
+	16, // 17: mulegate.adapter.v1.Adapter.Fetch:input_type -> mulegate.adapter.v1.FetchRequest
+	20, // 18: mulegate.adapter.v1.Adapter.Ack:input_type -> mulegate.adapter.v1.AckRequest
+	22, // 19: mulegate.adapter.v1.Adapter.Nack:input_type -> mulegate.adapter.v1.NackRequest
+	2,  // 20: mulegate.adapter.v1.Adapter.Describe:output_type -> mulegate.adapter.v1.DescribeResponse
+	5,  // 21: mulegate.adapter.v1.Adapter.Configure:output_type -> mulegate.adapter.v1.ConfigureResponse
+	8,  // 22: mulegate.adapter.v1.Adapter.Check:output_type -> mulegate.adapter.v1.CheckResponse
+	15, // 23: mulegate.adapter.v1.Adapter.Deliver:output_type -> mulegate.adapter.v1.DeliverResponse
+	12, // 24: mulegate.adapter.v1.Adapter.DeliverSession:output_type -> mulegate.adapter.v1.SessionResponse
+	17, // 25: mulegate.adapter.v1.Adapter.Fetch:output_type -> mulegate.adapter.v1.FetchResponse
+	21, // 26: mulegate.adapter.v1.Adapter.Ack:output_type -> mulegate.adapter.v1.AckResponse
+	23, // 27: mulegate.adapter.v1.Adapter.Nack:output_type -> mulegate.adapter.v1.NackResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_adapter_proto_init() }
@@ -1481,7 +1740,7 @@ func file_adapter_proto_init() {
 		(*DeliverRequest_Meta)(nil),
 		(*DeliverRequest_Chunk)(nil),
 	}
-	file_adapter_proto_msgTypes[12].OneofWrappers = []any{
+	file_adapter_proto_msgTypes[16].OneofWrappers = []any{
 		(*FetchResponse_Start)(nil),
 		(*FetchResponse_Chunk)(nil),
 		(*FetchResponse_End)(nil),
@@ -1492,7 +1751,7 @@ func file_adapter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adapter_proto_rawDesc), len(file_adapter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,13 +48,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Adapter_Describe_FullMethodName  = "/mulegate.adapter.v1.Adapter/Describe"
-	Adapter_Configure_FullMethodName = "/mulegate.adapter.v1.Adapter/Configure"
-	Adapter_Check_FullMethodName     = "/mulegate.adapter.v1.Adapter/Check"
-	Adapter_Deliver_FullMethodName   = "/mulegate.adapter.v1.Adapter/Deliver"
-	Adapter_Fetch_FullMethodName     = "/mulegate.adapter.v1.Adapter/Fetch"
-	Adapter_Ack_FullMethodName       = "/mulegate.adapter.v1.Adapter/Ack"
-	Adapter_Nack_FullMethodName      = "/mulegate.adapter.v1.Adapter/Nack"
+	Adapter_Describe_FullMethodName       = "/mulegate.adapter.v1.Adapter/Describe"
+	Adapter_Configure_FullMethodName      = "/mulegate.adapter.v1.Adapter/Configure"
+	Adapter_Check_FullMethodName          = "/mulegate.adapter.v1.Adapter/Check"
+	Adapter_Deliver_FullMethodName        = "/mulegate.adapter.v1.Adapter/Deliver"
+	Adapter_DeliverSession_FullMethodName = "/mulegate.adapter.v1.Adapter/DeliverSession"
+	Adapter_Fetch_FullMethodName          = "/mulegate.adapter.v1.Adapter/Fetch"
+	Adapter_Ack_FullMethodName            = "/mulegate.adapter.v1.Adapter/Ack"
+	Adapter_Nack_FullMethodName           = "/mulegate.adapter.v1.Adapter/Nack"
 )
 
 // AdapterClient is the client API for Adapter service.
@@ -83,7 +84,55 @@ type AdapterClient interface {
 	// Deliver is idempotent on meta.bundle_id: the node delivers at least once,
 	// so the same bundle may arrive again (after a crash, a timeout, a restart)
 	// and must then land in the same place, overwriting, not duplicating.
+	//
+	// The node uses Deliver for payloads larger than 64 KiB, and for every
+	// payload when the adapter does not implement DeliverSession.
 	Deliver(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[DeliverRequest, DeliverResponse], error)
+	// DeliverSession hands over small bundles, many at once, on one
+	// long-lived stream. The node opens one session per adapter process, keeps
+	// it open, and uses it for every payload of at most 64 KiB (one Deliver
+	// chunk): each delivery is a SessionDelivery carrying meta and the whole
+	// payload under an id, and each answer a SessionResult with that id,
+	// meaning exactly what Deliver's answer means (same statuses, same
+	// idempotence on meta.bundle_id). Larger payloads stream through Deliver,
+	// which bounds memory on both sides.
+	//
+	// The adapter runs the deliveries of a session concurrently, as it would
+	// concurrent Deliver calls, and answers each one exactly once, in any
+	// order, as soon as it has the answer. Both sides pack whatever is ready
+	// into one message (the node at most 64 deliveries and about 256 KiB of
+	// payload to a message): that batching is the point. An id the node puts
+	// in `cancel` is a delivery it no longer waits for: the adapter cancels
+	// the context that delivery runs under, and may still answer it.
+	//
+	// Why: as its own call, a small delivery costs more in gRPC than in the
+	// delivery itself: a new HTTP/2 stream, headers, a handler goroutine, the
+	// meta, chunk and end-of-stream frames, the answer, trailers, and a write
+	// and a read on each side for each of them. On a session, a busy node
+	// sends one message and one write for many deliveries, and the adapter
+	// starts them together (a NATS adapter's client then publishes them in one
+	// write too). For 1 KiB bundles this cut the CPU the node and the adapter
+	// spend per bundle several times over; plugins/README.md has the figures,
+	// and the other designs measured (a unary call per bundle, a stream per
+	// delivery in flight).
+	//
+	// The payload is complete when a delivery arrives, so the adapter may
+	// commit as soon as it has it. The node closes its side of the session
+	// only when it no longer needs it; the adapter then finishes the
+	// deliveries it has, answers them, and ends the stream with OK. If the
+	// session fails (the node cancels it, or the connection breaks), the
+	// adapter cancels every delivery still running on it, and the node counts
+	// every unanswered one as not delivered (it retries them later).
+	//
+	// An adapter fails the stream with INVALID_ARGUMENT for a malformed
+	// delivery (no meta, a payload that is not exactly meta.payload_length
+	// bytes, an id already running), and never with UNIMPLEMENTED: the node
+	// reads UNIMPLEMENTED as "this adapter predates DeliverSession" and sends
+	// these and all later bundles through Deliver. That is how a node and an
+	// older adapter (or one in another language that serves Deliver only)
+	// still work together, and why adding this RPC did not change the
+	// protocol version.
+	DeliverSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 	// Fetch streams inbound messages for the disconnected side. Each message is
 	// one `start` frame, then its payload as `chunk` frames (at most 64 KiB
 	// each), then one `end` frame. The stream ends after max_messages messages,
@@ -154,9 +203,22 @@ func (c *adapterClient) Deliver(ctx context.Context, opts ...grpc.CallOption) (g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Adapter_DeliverClient = grpc.ClientStreamingClient[DeliverRequest, DeliverResponse]
 
+func (c *adapterClient) DeliverSession(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Adapter_ServiceDesc.Streams[1], Adapter_DeliverSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SessionRequest, SessionResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Adapter_DeliverSessionClient = grpc.BidiStreamingClient[SessionRequest, SessionResponse]
+
 func (c *adapterClient) Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Adapter_ServiceDesc.Streams[1], Adapter_Fetch_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Adapter_ServiceDesc.Streams[2], Adapter_Fetch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +281,55 @@ type AdapterServer interface {
 	// Deliver is idempotent on meta.bundle_id: the node delivers at least once,
 	// so the same bundle may arrive again (after a crash, a timeout, a restart)
 	// and must then land in the same place, overwriting, not duplicating.
+	//
+	// The node uses Deliver for payloads larger than 64 KiB, and for every
+	// payload when the adapter does not implement DeliverSession.
 	Deliver(grpc.ClientStreamingServer[DeliverRequest, DeliverResponse]) error
+	// DeliverSession hands over small bundles, many at once, on one
+	// long-lived stream. The node opens one session per adapter process, keeps
+	// it open, and uses it for every payload of at most 64 KiB (one Deliver
+	// chunk): each delivery is a SessionDelivery carrying meta and the whole
+	// payload under an id, and each answer a SessionResult with that id,
+	// meaning exactly what Deliver's answer means (same statuses, same
+	// idempotence on meta.bundle_id). Larger payloads stream through Deliver,
+	// which bounds memory on both sides.
+	//
+	// The adapter runs the deliveries of a session concurrently, as it would
+	// concurrent Deliver calls, and answers each one exactly once, in any
+	// order, as soon as it has the answer. Both sides pack whatever is ready
+	// into one message (the node at most 64 deliveries and about 256 KiB of
+	// payload to a message): that batching is the point. An id the node puts
+	// in `cancel` is a delivery it no longer waits for: the adapter cancels
+	// the context that delivery runs under, and may still answer it.
+	//
+	// Why: as its own call, a small delivery costs more in gRPC than in the
+	// delivery itself: a new HTTP/2 stream, headers, a handler goroutine, the
+	// meta, chunk and end-of-stream frames, the answer, trailers, and a write
+	// and a read on each side for each of them. On a session, a busy node
+	// sends one message and one write for many deliveries, and the adapter
+	// starts them together (a NATS adapter's client then publishes them in one
+	// write too). For 1 KiB bundles this cut the CPU the node and the adapter
+	// spend per bundle several times over; plugins/README.md has the figures,
+	// and the other designs measured (a unary call per bundle, a stream per
+	// delivery in flight).
+	//
+	// The payload is complete when a delivery arrives, so the adapter may
+	// commit as soon as it has it. The node closes its side of the session
+	// only when it no longer needs it; the adapter then finishes the
+	// deliveries it has, answers them, and ends the stream with OK. If the
+	// session fails (the node cancels it, or the connection breaks), the
+	// adapter cancels every delivery still running on it, and the node counts
+	// every unanswered one as not delivered (it retries them later).
+	//
+	// An adapter fails the stream with INVALID_ARGUMENT for a malformed
+	// delivery (no meta, a payload that is not exactly meta.payload_length
+	// bytes, an id already running), and never with UNIMPLEMENTED: the node
+	// reads UNIMPLEMENTED as "this adapter predates DeliverSession" and sends
+	// these and all later bundles through Deliver. That is how a node and an
+	// older adapter (or one in another language that serves Deliver only)
+	// still work together, and why adding this RPC did not change the
+	// protocol version.
+	DeliverSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	// Fetch streams inbound messages for the disconnected side. Each message is
 	// one `start` frame, then its payload as `chunk` frames (at most 64 KiB
 	// each), then one `end` frame. The stream ends after max_messages messages,
@@ -258,6 +368,9 @@ func (UnimplementedAdapterServer) Check(context.Context, *CheckRequest) (*CheckR
 }
 func (UnimplementedAdapterServer) Deliver(grpc.ClientStreamingServer[DeliverRequest, DeliverResponse]) error {
 	return status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedAdapterServer) DeliverSession(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error {
+	return status.Error(codes.Unimplemented, "method DeliverSession not implemented")
 }
 func (UnimplementedAdapterServer) Fetch(*FetchRequest, grpc.ServerStreamingServer[FetchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Fetch not implemented")
@@ -350,6 +463,13 @@ func _Adapter_Deliver_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Adapter_DeliverServer = grpc.ClientStreamingServer[DeliverRequest, DeliverResponse]
 
+func _Adapter_DeliverSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdapterServer).DeliverSession(&grpc.GenericServerStream[SessionRequest, SessionResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Adapter_DeliverSessionServer = grpc.BidiStreamingServer[SessionRequest, SessionResponse]
+
 func _Adapter_Fetch_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(FetchRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -429,6 +549,12 @@ var Adapter_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Deliver",
 			Handler:       _Adapter_Deliver_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "DeliverSession",
+			Handler:       _Adapter_DeliverSession_Handler,
+			ServerStreams: true,
 			ClientStreams: true,
 		},
 		{

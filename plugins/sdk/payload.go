@@ -5,9 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/mulegate/mulegate/plugins"
 )
+
+// copyBufs holds CopyPayload's buffers: a busy adapter delivers thousands
+// of bundles a second, and a new zeroed 64 KiB buffer each time cost a
+// quarter of a simple adapter's CPU.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, plugins.ChunkSize); return &b }}
 
 // CopyPayload copies exactly length bytes of a payload from src to dst, in
 // plugins.ChunkSize pieces, and fails if src has fewer or more. Over the
@@ -17,7 +23,9 @@ func CopyPayload(dst io.Writer, src io.Reader, length int64) error {
 	if length < 0 {
 		return fmt.Errorf("negative payload length %d", length)
 	}
-	buf := make([]byte, min(length+1, plugins.ChunkSize))
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := (*bp)[:min(length+1, plugins.ChunkSize)]
 	n, err := io.CopyBuffer(dst, io.LimitReader(src, length), buf)
 	if err != nil {
 		return err

@@ -111,15 +111,11 @@ func Serve(adapter plugins.Adapter, opts ...Option) error {
 	return nil
 }
 
-// newGRPCServer raises gRPC's flow-control windows from 64 KiB so that a
-// large payload streams without waiting for a window update every chunk;
-// the memory bound per stream stays a few MiB.
+// newGRPCServer adds the contract's transport tuning (plugins.ServerOptions:
+// larger flow-control windows, a codec with right-sized buffers) to
+// go-plugin's options.
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
-	opts = append(opts,
-		grpc.InitialWindowSize(plugins.WindowSize),
-		grpc.InitialConnWindowSize(plugins.WindowSize),
-	)
-	return plugin.DefaultGRPCServer(opts)
+	return plugin.DefaultGRPCServer(append(opts, plugins.ServerOptions()...))
 }
 
 // watchHost makes the adapter exit when the node that started it is gone,

@@ -1,0 +1,643 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	adapterpb "github.com/mulegate/mulegate/plugins/proto"
+)
+
+// recorder is an adapter that keeps what it is given. Options steer its
+// answer: "answer": "retry" or "reject".
+type recorder struct {
+	mu       sync.Mutex
+	payloads map[string][]byte
+	metas    map[string]Meta
+	calls    atomic.Int64
+	// deliver, if set, replaces the default behaviour.
+	deliver func(ctx context.Context, m Meta, r io.Reader) Result
+}
+
+func newRecorder() *recorder {
+	return &recorder{payloads: map[string][]byte{}, metas: map[string]Meta{}}
+}
+
+func (a *recorder) Describe(context.Context) (Description, error) {
+	return Description{Name: "recorder", Deliver: true}, nil
+}
+func (a *recorder) Configure(context.Context, json.RawMessage) error { return nil }
+func (a *recorder) Check(context.Context) error                      { return nil }
+func (a *recorder) Fetch(context.Context, FetchRequest, func(Inbound) error) error {
+	return ErrUnsupported
+}
+func (a *recorder) Ack(context.Context, string) error          { return ErrUnsupported }
+func (a *recorder) Nack(context.Context, string, string) error { return ErrUnsupported }
+
+func (a *recorder) Deliver(ctx context.Context, m Meta, r io.Reader) Result {
+	a.calls.Add(1)
+	if a.deliver != nil {
+		return a.deliver(ctx, m, r)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return RetryLater(0, err.Error())
+	}
+	if int64(len(b)) != m.PayloadLength {
+		return Rejected(fmt.Sprintf("got %d bytes, meta says %d", len(b), m.PayloadLength))
+	}
+	a.mu.Lock()
+	a.payloads[m.BundleID] = b
+	a.metas[m.BundleID] = m
+	a.mu.Unlock()
+	switch m.Options["answer"] {
+	case "retry":
+		return RetryLater(1500*time.Millisecond, "try later")
+	case "reject":
+		return Rejected("never")
+	}
+	return Delivered()
+}
+
+func (a *recorder) payload(id string) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.payloads[id]
+}
+
+// setup is how the two ends of a test connection are built.
+type setup struct {
+	name string
+	// server registers the adapter; old leaves DeliverSession out, as an
+	// adapter built before it existed.
+	serverOpts []grpc.ServerOption
+	old        bool
+	dialOpts   []grpc.DialOption
+}
+
+var setups = []setup{
+	{name: "contract", serverOpts: ServerOptions(), dialOpts: DialOptions()},
+	// gRPC's own codec on one side or the other: what an adapter in
+	// another language, or a node built otherwise, looks like.
+	{name: "default-codec-adapter", dialOpts: DialOptions()},
+	{name: "default-codec-node", serverOpts: ServerOptions()},
+	{name: "old-adapter", serverOpts: ServerOptions(), old: true, dialOpts: DialOptions()},
+}
+
+// connect serves impl on an in-memory connection and returns a client for
+// it, and a function that stops the server.
+func connect(t *testing.T, su setup, impl Adapter) (*GRPCClient, func()) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(su.serverOpts...)
+	if su.old {
+		desc := adapterpb.Adapter_ServiceDesc
+		desc.Streams = slices.DeleteFunc(slices.Clone(desc.Streams), func(sd grpc.StreamDesc) bool {
+			return sd.StreamName == "DeliverSession"
+		})
+		srv.RegisterService(&desc, &grpcServer{impl: impl})
+	} else if err := (&GRPCPlugin{Impl: impl}).GRPCServer(nil, srv); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	opts := append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, su.dialOpts...)
+	conn, err := grpc.NewClient("passthrough:///adapter", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+	})
+	return NewGRPCClient(conn), srv.Stop
+}
+
+func payloadOf(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestDeliverRoundTrip(t *testing.T) {
+	sizes := []int{0, 1, 1000, SessionPayloadMax - 1, SessionPayloadMax, SessionPayloadMax + 1, 3*ChunkSize + 17, 1 << 20}
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			c, _ := connect(t, su, a)
+			for i, size := range sizes {
+				want := payloadOf(size, uint64(i))
+				meta := Meta{
+					BundleID:        "dtn://mule1/app|800000000000." + strconv.Itoa(i),
+					Source:          "dtn://mule1/app",
+					Destination:     "dtn://cloud/logs/app",
+					ReportTo:        "dtn://mule1/reports",
+					CreationTime:    800000000000,
+					Sequence:        uint64(i),
+					Lifetime:        time.Hour,
+					PayloadLength:   int64(size),
+					Flags:           4,
+					HopCount:        2,
+					HopLimit:        30,
+					SignatureStatus: "valid:campfire/alice",
+					Route:           "logs",
+					Options:         map[string]string{"subject": "logs.mule1.app"},
+				}
+				if res := c.Deliver(t.Context(), meta, bytes.NewReader(want)); res.Status != OK {
+					t.Fatalf("%d bytes: %v", size, res)
+				}
+				if got := a.payload(meta.BundleID); !bytes.Equal(got, want) {
+					t.Fatalf("%d bytes: the adapter got %d different bytes", size, len(got))
+				}
+				a.mu.Lock()
+				got := a.metas[meta.BundleID]
+				a.mu.Unlock()
+				if fmt.Sprint(got) != fmt.Sprint(meta) {
+					t.Fatalf("%d bytes: meta\n got %+v\nwant %+v", size, got, meta)
+				}
+			}
+			for _, size := range []int{10, SessionPayloadMax + 10} {
+				meta := Meta{BundleID: "r" + strconv.Itoa(size), PayloadLength: int64(size), Options: map[string]string{"answer": "retry"}}
+				res := c.Deliver(t.Context(), meta, bytes.NewReader(make([]byte, size)))
+				if res.Status != Retry || res.RetryAfter != 1500*time.Millisecond || res.Reason != "try later" || res.Err != nil {
+					t.Fatalf("%d bytes: want the adapter's retry, got %+v", size, res)
+				}
+				meta.Options["answer"] = "reject"
+				res = c.Deliver(t.Context(), meta, bytes.NewReader(make([]byte, size)))
+				if res.Status != Reject || res.Reason != "never" || res.Err != nil {
+					t.Fatalf("%d bytes: want the adapter's reject, got %+v", size, res)
+				}
+			}
+			if su.old != c.streamOnly.Load() {
+				t.Errorf("streamOnly = %v for %s", c.streamOnly.Load(), su.name)
+			}
+		})
+	}
+}
+
+// An adapter that answers DeliverSession with UNIMPLEMENTED itself (built
+// with generated code that has the method, without implementing it) gets
+// every bundle as a stream too.
+type unimplementedSession struct{ *grpcServer }
+
+func (unimplementedSession) DeliverSession(adapterpb.Adapter_DeliverSessionServer) error {
+	return status.Error(codes.Unimplemented, "method DeliverSession not implemented")
+}
+
+func TestDeliverFallsBackWhenSessionUnimplemented(t *testing.T) {
+	a := newRecorder()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(ServerOptions()...)
+	adapterpb.RegisterAdapterServer(srv, unimplementedSession{&grpcServer{impl: a}})
+	go func() { _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///adapter", append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	}, DialOptions()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop()
+	defer conn.Close()
+	c := NewGRPCClient(conn)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			id := "b" + strconv.Itoa(i)
+			if res := c.Deliver(t.Context(), Meta{BundleID: id, PayloadLength: 3}, bytes.NewReader([]byte("abc"))); res.Status != OK {
+				t.Errorf("%s: %v", id, res)
+			}
+		})
+	}
+	wg.Wait()
+	if !c.streamOnly.Load() || a.calls.Load() != 20 {
+		t.Fatalf("streamOnly %v, %d deliveries", c.streamOnly.Load(), a.calls.Load())
+	}
+}
+
+func TestDeliverConcurrent(t *testing.T) {
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			c, _ := connect(t, su, a)
+			var wg sync.WaitGroup
+			var next atomic.Int64
+			const n = 1000
+			for range 64 {
+				wg.Go(func() {
+					for {
+						i := next.Add(1) - 1
+						if i >= n {
+							return
+						}
+						size := []int{0, 100, 1 << 10, 5000, SessionPayloadMax, SessionPayloadMax + 1}[i%6]
+						p := payloadOf(size, uint64(i))
+						id := "b" + strconv.FormatInt(i, 10)
+						if res := c.Deliver(t.Context(), Meta{BundleID: id, PayloadLength: int64(size)}, bytes.NewReader(p)); res.Status != OK {
+							t.Errorf("%s: %v", id, res)
+							return
+						}
+						if !bytes.Equal(a.payload(id), p) {
+							t.Errorf("%s: payload differs", id)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if got := a.calls.Load(); got != n {
+				t.Fatalf("%d deliveries, want %d", got, n)
+			}
+		})
+	}
+}
+
+func TestDeliverCancelledAndDeadline(t *testing.T) {
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			cancelled := make(chan error, 1)
+			deadlines := make(chan bool, 10)
+			a.deliver = func(ctx context.Context, m Meta, r io.Reader) Result {
+				_, hasDeadline := ctx.Deadline()
+				deadlines <- hasDeadline
+				if m.Options["block"] != "" {
+					<-ctx.Done()
+					cancelled <- ctx.Err()
+					return RetryLater(0, "cancelled")
+				}
+				_, _ = io.Copy(io.Discard, r)
+				return Delivered()
+			}
+			c, _ := connect(t, su, a)
+			for _, size := range []int{10, SessionPayloadMax + 10} {
+				ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+				res := c.Deliver(ctx, Meta{BundleID: "slow", PayloadLength: int64(size), Options: map[string]string{"block": "1"}}, bytes.NewReader(make([]byte, size)))
+				cancel()
+				// The adapter's context may expire first, and its answer
+				// arrive before the node's own deadline passes.
+				if res.Status != Retry || !errors.Is(res.Err, context.DeadlineExceeded) && res.Reason != "cancelled" {
+					t.Fatalf("%d bytes: want a retry for the deadline, got %+v", size, res)
+				}
+				if !<-deadlines {
+					t.Errorf("%d bytes: the adapter's context had no deadline", size)
+				}
+				select {
+				case err := <-cancelled:
+					if err == nil {
+						t.Errorf("%d bytes: the adapter's context ended without an error", size)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("%d bytes: the adapter's delivery was not cancelled", size)
+				}
+				// The connection, and the session, still work.
+				if res := c.Deliver(t.Context(), Meta{BundleID: "next", PayloadLength: int64(size)}, bytes.NewReader(make([]byte, size))); res.Status != OK {
+					t.Fatalf("%d bytes: after a cancelled delivery: %v", size, res)
+				}
+				if <-deadlines {
+					t.Errorf("%d bytes: a delivery without a deadline had one in the adapter", size)
+				}
+			}
+		})
+	}
+}
+
+func TestDeliverAlreadyCancelled(t *testing.T) {
+	a := newRecorder()
+	c, _ := connect(t, setups[0], a)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	res := c.Deliver(ctx, Meta{BundleID: "x", PayloadLength: 1}, bytes.NewReader([]byte("x")))
+	if res.Status != Retry || !errors.Is(res.Err, context.Canceled) || a.calls.Load() != 0 {
+		t.Fatalf("got %+v after %d calls", res, a.calls.Load())
+	}
+}
+
+type shortReader struct{ n int }
+
+func (r *shortReader) Read(p []byte) (int, error) {
+	if r.n == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	k := min(len(p), r.n)
+	r.n -= k
+	return k, nil
+}
+
+func TestDeliverShortPayload(t *testing.T) {
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			c, _ := connect(t, su, a)
+			for _, size := range []int{100, SessionPayloadMax, 3 * ChunkSize} {
+				res := c.Deliver(t.Context(), Meta{BundleID: "short", PayloadLength: int64(size)}, &shortReader{n: size - 1})
+				var pe *payloadError
+				if res.Status != Retry || !errors.As(res.Err, &pe) {
+					t.Fatalf("%d bytes: want a payload error, got %+v", size, res)
+				}
+				if a.payload("short") != nil {
+					t.Fatalf("%d bytes: the adapter stored a short payload", size)
+				}
+			}
+		})
+	}
+}
+
+func TestDeliverAdapterGone(t *testing.T) {
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			started := make(chan struct{}, 1)
+			a.deliver = func(ctx context.Context, m Meta, r io.Reader) Result {
+				started <- struct{}{}
+				<-ctx.Done()
+				return RetryLater(0, "gone")
+			}
+			for _, size := range []int{10, SessionPayloadMax + 10} {
+				c, stop := connect(t, su, a)
+				done := make(chan Result, 1)
+				go func() {
+					done <- c.Deliver(t.Context(), Meta{BundleID: "x", PayloadLength: int64(size)}, bytes.NewReader(make([]byte, size)))
+				}()
+				<-started
+				stop()
+				res := <-done
+				if res.Status != Retry || !errors.Is(res.Err, ErrUnavailable) {
+					t.Fatalf("%d bytes: want ErrUnavailable, got %+v", size, res)
+				}
+				res = c.Deliver(t.Context(), Meta{BundleID: "y", PayloadLength: int64(size)}, bytes.NewReader(make([]byte, size)))
+				if res.Status != Retry || !errors.Is(res.Err, ErrUnavailable) {
+					t.Fatalf("%d bytes, after: want ErrUnavailable, got %+v", size, res)
+				}
+			}
+		})
+	}
+}
+
+// An adapter that keeps the payload reader and reads it after answering
+// gets an error, never the bytes of a later bundle that reuse its buffer.
+func TestLateReadFails(t *testing.T) {
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			a := newRecorder()
+			kept := make(chan io.Reader, 1)
+			a.deliver = func(_ context.Context, m Meta, r io.Reader) Result {
+				if m.BundleID == "keeper" {
+					kept <- r
+					return Delivered()
+				}
+				_, _ = io.Copy(io.Discard, r)
+				return Delivered()
+			}
+			c, _ := connect(t, su, a)
+			for _, size := range []int{1000, 2 * ChunkSize} {
+				if res := c.Deliver(t.Context(), Meta{BundleID: "keeper", PayloadLength: int64(size)}, bytes.NewReader(bytes.Repeat([]byte("k"), size))); res.Status != OK {
+					t.Fatal(res)
+				}
+				r := <-kept
+				for range 10 {
+					if res := c.Deliver(t.Context(), Meta{BundleID: "other", PayloadLength: int64(size)}, bytes.NewReader(bytes.Repeat([]byte("o"), size))); res.Status != OK {
+						t.Fatal(res)
+					}
+				}
+				b, err := io.ReadAll(r)
+				if bytes.Contains(b, []byte("o")) {
+					t.Fatalf("%d bytes: a late read saw another bundle's payload", size)
+				}
+				if err == nil && len(b) == size && su.name == "contract" {
+					t.Fatalf("%d bytes: a late read succeeded", size)
+				}
+			}
+		})
+	}
+}
+
+func TestSessionRejectsMalformed(t *testing.T) {
+	for name, req := range map[string]*adapterpb.SessionRequest{
+		"no meta":      {Deliveries: []*adapterpb.SessionDelivery{{Id: 1, Payload: []byte("x")}}},
+		"short":        {Deliveries: []*adapterpb.SessionDelivery{{Id: 1, Meta: &adapterpb.BundleMeta{BundleId: "x", PayloadLength: 5}, Payload: []byte("x")}}},
+		"long":         {Deliveries: []*adapterpb.SessionDelivery{{Id: 1, Meta: &adapterpb.BundleMeta{BundleId: "x"}, Payload: []byte("x")}}},
+		"duplicate id": {Deliveries: []*adapterpb.SessionDelivery{{Id: 1, Meta: &adapterpb.BundleMeta{BundleId: "x"}}, {Id: 1, Meta: &adapterpb.BundleMeta{BundleId: "y"}}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// A delivery that ignores its context must not hold back the
+			// session's failure.
+			block := make(chan struct{})
+			defer close(block)
+			a := newRecorder()
+			a.deliver = func(context.Context, Meta, io.Reader) Result { <-block; return Delivered() }
+			c, _ := connect(t, setups[0], a)
+			stream, err := c.rpc.DeliverSession(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(req); err != nil && !errors.Is(err, io.EOF) {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("want INVALID_ARGUMENT, got %v", err)
+			}
+		})
+	}
+}
+
+// splits returns data cut into pieces in several ways, as gRPC may hold a
+// received message.
+func splits(data []byte, seed uint64) []mem.BufferSlice {
+	one := func(b []byte) mem.BufferSlice { return mem.BufferSlice{mem.SliceBuffer(b)} }
+	out := []mem.BufferSlice{one(data), nil}
+	for _, b := range data {
+		out[1] = append(out[1], mem.SliceBuffer([]byte{b}))
+	}
+	r := rand.New(rand.NewPCG(seed, 2))
+	for range 3 {
+		var s mem.BufferSlice
+		for rest := data; len(rest) > 0; {
+			n := 1 + r.IntN(len(rest))
+			s, rest = append(s, mem.SliceBuffer(rest[:n])), rest[n:]
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// checkDecoders decodes data with the codec's own decoders, in every split,
+// and compares what they find with proto.Unmarshal.
+func checkDecoders(t *testing.T, data []byte) {
+	t.Helper()
+	var want adapterpb.DeliverRequest
+	wantErr := proto.Unmarshal(data, &want)
+	for _, bufs := range splits(data, uint64(len(data))) {
+		f := chunkFrame{buf: make([]byte, 16)}
+		err := f.decode(bufs)
+		if wantErr == nil && err != nil {
+			t.Fatalf("DeliverRequest %x: proto decodes it, chunkFrame fails: %v", data, err)
+		}
+		if err == nil && wantErr == nil {
+			chunk, meta := f.get()
+			if meta != (want.GetMeta() != nil) || !bytes.Equal(chunk, want.GetChunk()) {
+				t.Fatalf("DeliverRequest %x: chunkFrame found meta %v chunk %x; proto %v", data, meta, chunk, &want)
+			}
+		}
+	}
+	// The decoders drop unknown fields, which nothing reads.
+	var wantS adapterpb.SessionRequest
+	wantErr = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &wantS)
+	for _, bufs := range splits(data, uint64(len(data))+1) {
+		var r sessionRequest
+		err := r.decode(bufs)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("SessionRequest %x: proto says %v, sessionRequest %v", data, wantErr, err)
+		}
+		if err != nil {
+			continue
+		}
+		jobs, cancels := r.items()
+		got := &adapterpb.SessionRequest{Cancel: cancels}
+		for _, j := range jobs {
+			d := proto.Clone(j.d).(*adapterpb.SessionDelivery)
+			d.Payload = j.payload
+			got.Deliveries = append(got.Deliveries, d)
+		}
+		if !proto.Equal(got, &wantS) {
+			t.Fatalf("SessionRequest %x:\n got %v\nwant %v", data, got, &wantS)
+		}
+		for _, j := range jobs {
+			buffers.Put(j.buf)
+		}
+	}
+}
+
+func decoderSeeds() [][]byte {
+	meta := &adapterpb.BundleMeta{BundleId: "dtn://a/b|1.2", PayloadLength: 3, Options: map[string]string{"k": "v"}}
+	m := func(msg proto.Message) []byte {
+		b, err := proto.Marshal(msg)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	seeds := [][]byte{
+		nil,
+		m(&adapterpb.DeliverRequest{Frame: &adapterpb.DeliverRequest_Chunk{Chunk: []byte("hello")}}),
+		m(&adapterpb.DeliverRequest{Frame: &adapterpb.DeliverRequest_Chunk{Chunk: []byte{}}}),
+		m(&adapterpb.DeliverRequest{Frame: &adapterpb.DeliverRequest_Chunk{Chunk: payloadOf(ChunkSize, 9)}}),
+		m(&adapterpb.DeliverRequest{Frame: &adapterpb.DeliverRequest_Meta{Meta: meta}}),
+		m(&adapterpb.SessionRequest{
+			Deliveries: []*adapterpb.SessionDelivery{
+				{Id: 1, Meta: meta, Payload: []byte("abc"), TimeoutMs: 5000},
+				{Id: 2, Meta: &adapterpb.BundleMeta{}},
+				{Id: 3, Meta: meta, Payload: payloadOf(SessionPayloadMax, 3)},
+			},
+			Cancel: []uint64{7, 300, 1 << 40},
+		}),
+	}
+	// The last of a oneof wins; unknown fields of every wire type are
+	// skipped; a message field given twice is merged; an unpacked repeated
+	// field is read like a packed one.
+	var b []byte
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, []byte("first"))
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendBytes(b, m(meta))
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, []byte("last"))
+	b = protowire.AppendTag(b, 99, protowire.VarintType)
+	b = protowire.AppendVarint(b, 12345)
+	b = protowire.AppendTag(b, 98, protowire.Fixed32Type)
+	b = protowire.AppendFixed32(b, 1)
+	b = protowire.AppendTag(b, 97, protowire.Fixed64Type)
+	b = protowire.AppendFixed64(b, 1)
+	b = protowire.AppendTag(b, 96, protowire.StartGroupType)
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, 1)
+	b = protowire.AppendTag(b, 96, protowire.EndGroupType)
+	seeds = append(seeds, b)
+	var d []byte
+	d = protowire.AppendTag(d, 2, protowire.BytesType)
+	d = protowire.AppendBytes(d, m(&adapterpb.BundleMeta{BundleId: "x"}))
+	d = protowire.AppendTag(d, 2, protowire.BytesType)
+	d = protowire.AppendBytes(d, m(&adapterpb.BundleMeta{Source: "y", PayloadLength: 1}))
+	d = protowire.AppendTag(d, 3, protowire.BytesType)
+	d = protowire.AppendBytes(d, []byte("z"))
+	d = protowire.AppendTag(d, 1, protowire.BytesType) // id with the wrong wire type: unknown
+	d = protowire.AppendBytes(d, []byte("?"))
+	var s []byte
+	s = protowire.AppendTag(s, 1, protowire.BytesType)
+	s = protowire.AppendBytes(s, d)
+	s = protowire.AppendTag(s, 2, protowire.VarintType)
+	s = protowire.AppendVarint(s, 5)
+	s = protowire.AppendTag(s, 2, protowire.BytesType)
+	s = protowire.AppendBytes(s, protowire.AppendVarint(protowire.AppendVarint(nil, 6), 7))
+	seeds = append(seeds, s)
+	// Truncated and garbled input.
+	for _, x := range slices.Clone(seeds) {
+		if len(x) > 2 {
+			seeds = append(seeds, x[:len(x)/2], x[:len(x)-1], append(slices.Clone(x[:len(x)-1]), 0xff))
+		}
+	}
+	return seeds
+}
+
+func TestDecodersMatchProto(t *testing.T) {
+	for _, seed := range decoderSeeds() {
+		checkDecoders(t, seed)
+	}
+}
+
+func FuzzDecoders(f *testing.F) {
+	for _, seed := range decoderSeeds() {
+		f.Add(seed)
+	}
+	f.Fuzz(checkDecoders)
+}
+
+func TestBufferPool(t *testing.T) {
+	var p bufferPool
+	for _, n := range []int{0, 1, minPooled, ChunkSize, ChunkSize + 100, SessionPayloadMax + 1000, 256<<10 + 4096, 2 << 20} {
+		bp := p.Get(n)
+		if len(*bp) != n {
+			t.Fatalf("Get(%d): length %d", n, len(*bp))
+		}
+		if i := tier(n); i >= 0 && cap(*bp) != tierCap(i) {
+			t.Fatalf("Get(%d): capacity %d, want tier %d's %d", n, cap(*bp), i, tierCap(i))
+		}
+		p.Put(bp)
+	}
+	// A 64 KiB chunk with its framing fits the 64 KiB tier.
+	if tierCap(tier(ChunkSize+16)) != ChunkSize+ChunkSize/16 {
+		t.Fatalf("a chunk message lands in a %d-byte tier", tierCap(tier(ChunkSize+16)))
+	}
+	// Slices that did not come from a tier are not kept.
+	odd := make([]byte, 5000)
+	p.Put(&odd)
+	if bp := p.Get(4000); cap(*bp) == 5000 {
+		t.Fatal("Put kept a slice of a foreign capacity")
+	}
+}
