@@ -3,10 +3,7 @@ package bundle
 import (
 	"bytes"
 	"io"
-	"runtime"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 func benchBundle(b *testing.B, size int) (*Bundle, []byte) {
@@ -101,27 +98,8 @@ func BenchmarkStreamDecode1GiB(b *testing.B) {
 		b.Fatal(err)
 	}
 	trailer := tw.tail[len(tw.tail)-6:] // 0x44 + 4 CRC bytes + break
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var ms runtime.MemStats
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
 	buf := make([]byte, 256<<10)
+	h := startHeapSampler()
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
@@ -135,7 +113,6 @@ func BenchmarkStreamDecode1GiB(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	close(stop)
-	<-done
-	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+	peak, _ := h.Stop()
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 }

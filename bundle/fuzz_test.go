@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -26,15 +27,32 @@ func FuzzDecode(f *testing.F) {
 	}
 	lim := Limits{MaxBlocks: 16, MaxBlockLen: 4096, MaxPayload: 1 << 20}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Decoding may allocate in proportion to the bytes that arrived
+		// (records grow as they are read, and the payload is collected
+		// here), plus a fixed amount for buffers, but never in proportion
+		// to a declared length: the fixed part is well below MaxPayload,
+		// so a payload buffer sized from its header would be caught.
+		// ReadMemStats costs microseconds, little beside a fuzz run.
+		bound := 256<<10 + 32*uint64(len(data))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
 		b, pr, err := Decode(bytes.NewReader(data), lim)
+		var payload []byte
+		var readErr error
+		if err == nil {
+			payload, readErr = io.ReadAll(pr)
+		}
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; n > bound {
+			t.Fatalf("decoding %d bytes allocated %d bytes; the bound is %d", len(data), n, bound)
+		}
 		if err != nil {
 			if ReasonOf(err) == ReasonNoInformation && !isPlainIOError(err) {
 				t.Fatalf("rejection without a reason: %v", err)
 			}
 			return
 		}
-		payload, err := io.ReadAll(pr)
-		if err != nil {
+		if readErr != nil {
 			return
 		}
 		again, err := Marshal(b, payload)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -204,6 +206,100 @@ func TestReasonOf(t *testing.T) {
 	for _, tt := range tests {
 		if got := ReasonOf(tt.err); got != tt.want {
 			t.Errorf("ReasonOf(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
+
+// allocatedBy is how many heap bytes f allocates. The least of a few runs
+// is taken, so that a stray allocation elsewhere in the process (the test
+// runner's) does not count against f.
+func allocatedBy(f func()) uint64 {
+	least := uint64(math.MaxUint64)
+	for range 3 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		f()
+		runtime.ReadMemStats(&after)
+		least = min(least, after.TotalAlloc-before.TotalAlloc)
+	}
+	return least
+}
+
+// TestHugeDeclaredLengthsAllocateLittle checks what the 2^60 cases above
+// cannot: that rejecting them costs little memory. A declared length must
+// never be trusted for an allocation, neither under the default limits nor
+// when the limits are so large that they stop nothing, in which case only
+// the bytes that actually arrive may be held.
+func TestHugeDeclaredLengthsAllocateLittle(t *testing.T) {
+	// Half the default block limit: a decoder that allocated up to the
+	// limit, instead of up to what arrived, fails this.
+	const maxAlloc = 512 << 10
+	payload := []byte("payload bytes")
+	good := func(t *testing.T) []byte { return mustMarshal(t, validBundle(t), payload) }
+	primaryLen := func(t *testing.T) int {
+		p, err := validBundle(t).Primary.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p)
+	}
+	twoTo60 := []byte{0x10, 0, 0, 0, 0, 0, 0, 0}
+	huge := Limits{MaxBlocks: 1 << 62, MaxBlockLen: 1 << 62, MaxPayload: 1 << 62}
+	inputs := []struct {
+		name  string
+		input func(t *testing.T) []byte
+		// What each limit gives: the defaults refuse a declared length
+		// from its head where they can; huge limits let decoding run
+		// until the input ends.
+		wantDefault, wantHuge error
+	}{
+		{"extension block data declares 2^60 bytes", func(t *testing.T) []byte {
+			d := good(t)
+			n := 1 + primaryLen(t)
+			blk := append([]byte{0x85, 0x18, 0xc8, 0x07, 0x00, 0x00, 0x5b}, twoTo60...)
+			return append(append(d[:n:n], blk...), d[n:]...)
+		}, ErrTooLarge, ErrMalformed},
+		{"payload declares 2^60 bytes", func(t *testing.T) []byte {
+			d := good(t)
+			i := bytes.Index(d, []byte{0x86, 0x01, 0x01, 0x00, 0x02, 0x4d})
+			return append(append(d[:i+5:i+5], 0x5b), append(twoTo60, 'x')...)
+		}, ErrMalformed, ErrMalformed},
+		{"destination EID text declares 2^60 bytes", func(t *testing.T) []byte {
+			d := good(t)
+			i := bytes.Index(d, []byte("//dst/app")) - 1 // the text string's head
+			return append(append(d[:i:i], 0x7b), append(twoTo60, d[i+1:]...)...)
+		}, ErrTooLarge, ErrMalformed},
+		{"primary block declares 2^60 fields", func(t *testing.T) []byte {
+			d := good(t)
+			return append(append([]byte{d[0], 0x9b}, twoTo60...), d[2:]...)
+		}, ErrMalformed, ErrMalformed},
+	}
+	for _, in := range inputs {
+		for _, lim := range []struct {
+			name string
+			lim  Limits
+			want error
+		}{{"default limits", Limits{}, in.wantDefault}, {"limits near 2^62", huge, in.wantHuge}} {
+			t.Run(in.name+"/"+lim.name, func(t *testing.T) {
+				data := in.input(t)
+				for _, dec := range []struct {
+					how string
+					run func() error
+				}{
+					{"Decode", func() error { return decodeAll(data, lim.lim) }},
+					{"Unmarshal", func() error { _, _, err := Unmarshal(data, lim.lim); return err }},
+				} {
+					var err error
+					n := allocatedBy(func() { err = dec.run() })
+					if !errors.Is(err, lim.want) {
+						t.Errorf("%s: got %v, want %v", dec.how, err, lim.want)
+					}
+					if n >= maxAlloc {
+						t.Errorf("%s of a %d-byte input allocated %d bytes; want under %d", dec.how, len(data), n, maxAlloc)
+					}
+					t.Logf("%s: %d bytes allocated, %v", dec.how, n, err)
+				}
+			})
 		}
 	}
 }

@@ -84,6 +84,11 @@ type QUIC struct {
 	MaxIncomingStreams int64         `yaml:"max_incoming_streams"`
 	HandshakeTimeout   time.Duration `yaml:"handshake_timeout"`
 	MaxConcurrentSends int           `yaml:"max_concurrent_sends"`
+	// SendStallTimeout is how long a send waits for a peer that takes no
+	// more of a bundle (its store stuck, say, with the connection alive)
+	// before giving up on that bundle for now; a slow but steady peer is
+	// not stalled.
+	SendStallTimeout time.Duration `yaml:"send_stall_timeout"`
 }
 
 // API configures the local HTTP API.
@@ -305,6 +310,7 @@ func (c *Config) Validate() error {
 	positive("quic.keepalive", c.QUIC.KeepAlive)
 	positive("quic.idle_timeout", c.QUIC.IdleTimeout)
 	positive("quic.handshake_timeout", c.QUIC.HandshakeTimeout)
+	positive("quic.send_stall_timeout", c.QUIC.SendStallTimeout)
 	if c.QUIC.KeepAlive >= c.QUIC.IdleTimeout && c.QUIC.KeepAlive > 0 {
 		add("quic.keepalive", "%v must be shorter than quic.idle_timeout (%v)", c.QUIC.KeepAlive, c.QUIC.IdleTimeout)
 	}

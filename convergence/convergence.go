@@ -65,9 +65,11 @@ type Session interface {
 	// why: a *RejectError if the peer refused it (errors.As; use its
 	// Transient field to decide between retrying later and giving up on this
 	// peer); an error matching ErrClosed if the session ended first; ctx's
-	// error if ctx ended first; or the error from reading payload. A bundle
-	// that was cut off half way leaves the peer with the part that arrived,
-	// which its sink may keep as a fragment.
+	// error if ctx ended first; an error matching ErrStalled if the peer,
+	// though still connected, stopped taking data for longer than the
+	// layer allows; or the error from reading payload. A bundle that was
+	// cut off half way leaves the peer with the part that arrived, which its
+	// sink may keep as a fragment.
 	Send(ctx context.Context, b *bundle.Bundle, payload io.Reader) error
 
 	// Stats returns the session's counters so far.

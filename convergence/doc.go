@@ -39,6 +39,11 @@
 // signature: do not send this bundle to this peer again). Classify reads an
 // error the same way a layer does.
 //
+// A peer that simply stops taking data (its store is stuck, but its
+// transport still answers) refuses nothing. A layer that bounds how long
+// Send waits for it gives up with an error matching ErrStalled: transient,
+// like a full store, but a fault of the peer rather than of the bundle.
+//
 // # Interrupted transfers
 //
 // When a transfer breaks off (the sender reset it, the session died), the

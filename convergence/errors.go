@@ -11,6 +11,14 @@ import (
 // an ended session, and Session.Err.
 var ErrClosed = errors.New("session closed")
 
+// ErrStalled is matched by the error of a Send that gave up because the
+// peer stopped taking the bundle: its flow control (or stream credit) let no
+// byte through for the layer's stall timeout, while the session itself was
+// still up. It is a transient failure, not a refusal: the peer said nothing
+// against the bundle, and its store may recover, so retry with backoff. The
+// peer may keep what arrived as a fragment.
+var ErrStalled = errors.New("peer stopped reading")
+
 // ErrInterrupted is matched by the error a sink's payload reader returns
 // when the transfer broke off. The error is an *InterruptedError.
 var ErrInterrupted = errors.New("transfer interrupted")

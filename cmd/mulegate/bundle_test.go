@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mulegate/mulegate/bundle"
 )
 
 // runCLI runs the mulegate command tree in process.
@@ -35,9 +38,12 @@ func TestBundleCreateShow(t *testing.T) {
 	for _, crc := range []string{"16", "32", "none"} {
 		t.Run("crc "+crc, func(t *testing.T) {
 			out := filepath.Join(dir, "b-"+crc)
+			// The creation time is the clock's when the bundle is made.
+			notBefore := bundle.FromTime(time.Now())
 			if _, err := runCLI(t, nil, "bundle", "create", "--src", "dtn://alice/app", "--dst", "ipn:9.1", "--lifetime", "2h", "--crc", crc, "--hop-limit", "7", "--payload", in, "-o", out); err != nil {
 				t.Fatal(err)
 			}
+			notAfter := bundle.FromTime(time.Now())
 			js, err := runCLI(t, nil, "bundle", "show", "--json", out)
 			if err != nil {
 				t.Fatal(err)
@@ -57,13 +63,20 @@ func TestBundleCreateShow(t *testing.T) {
 					t.Errorf("%s = %v, want %v", k, v[k], want)
 				}
 			}
-			blocks := v["blocks"].([]any)
-			if len(blocks) != 2 {
-				t.Fatalf("blocks = %v", blocks)
+			// creation_time is DTN time: milliseconds since 2000-01-01.
+			// (A float64 holds such a count exactly.)
+			if ct, ok := v["creation_time"].(float64); !ok || ct < float64(notBefore) || ct > float64(notAfter) {
+				t.Errorf("creation_time = %v, want DTN time (ms) between %d and %d", v["creation_time"], notBefore, notAfter)
 			}
-			for _, k := range []string{"type", "number", "flags", "crc_type"} {
-				if _, ok := blocks[0].(map[string]any)[k]; !ok {
-					t.Errorf("block field %q missing", k)
+			blocks, _ := v["blocks"].([]any)
+			if len(blocks) != 2 {
+				t.Fatalf("blocks = %v, want the hop count and payload blocks", v["blocks"])
+			}
+			for i, blk := range blocks {
+				for _, k := range []string{"type", "number", "flags", "crc_type"} {
+					if _, ok := blk.(map[string]any)[k]; !ok {
+						t.Errorf("block %d: field %q missing", i, k)
+					}
 				}
 			}
 			human, err := runCLI(t, nil, "bundle", "show", out)

@@ -19,7 +19,7 @@ const day = 24 * time.Hour
 
 // newIdentityCmd is `mulegate identity`: the node's key and certificate, group
 // CAs, and which peers to trust. Setting up a group takes five commands:
-// ca init, init, request + issue, install, trust.
+// ca init, init, request, issue, install --trust-issuer.
 func newIdentityCmd() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
@@ -35,8 +35,10 @@ pins its key. To form a group with a CA instead:
   mulegate identity init --node dtn://alice/             # each member
   mulegate identity request -o alice.csr                 # member, sends it to the organiser
   mulegate identity issue --ca ./campfire-ca --name campfire/alice --request alice.csr -o alice.crt
-  mulegate identity install alice.crt                    # member, with the organiser's reply
-  mulegate identity trust ca.crt                         # each member, with campfire-ca/ca.crt`,
+  mulegate identity install --trust-issuer alice.crt     # member, with the organiser's reply
+
+A node that serves several groups (a mule) trusts each group's CA with
+'mulegate identity trust CA.crt'.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data", defaultDataDir(), "data directory; the identity lives in DATA/"+identity.DirName)
 	dir := func() string { return filepath.Join(dataDir, identity.DirName) }
@@ -117,8 +119,8 @@ func newIdentityCACmd() *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "created CA for group %s in %s\n", ca.Group(), out)
-			fmt.Fprintf(w, "give members %s to trust; keep %s secret\n",
+			fmt.Fprintf(w, "created CA for group %s in %s, key %s\n", ca.Group(), out, identity.Fingerprint(ca.Certificate()))
+			fmt.Fprintf(w, "members trust it through the certificates it issues (install --trust-issuer), or %s; keep %s secret\n",
 				filepath.Join(out, identity.CACertFile), filepath.Join(out, identity.CAKeyFile))
 			return nil
 		},
@@ -211,10 +213,18 @@ you trust.`,
 }
 
 func newIdentityInstallCmd(dir func() string) *cobra.Command {
-	return &cobra.Command{
+	var trustIssuer bool
+	cmd := &cobra.Command{
 		Use:   "install FILE",
 		Short: "Install a certificate issued by the group CA for this node",
-		Args:  cobra.ExactArgs(1),
+		Long: `Install the certificate the organiser issued for this node (the output of
+'mulegate identity issue': this node's certificate followed by the CA's).
+
+With --trust-issuer, the CA that issued it also becomes a trusted root, as
+'mulegate identity trust' would make it, and trust-on-first-use goes off.
+Its key fingerprint is printed: compare it with the one 'mulegate identity
+ca init' printed for the organiser, over a channel you trust.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d := dir()
 			id, err := identity.Load(d)
@@ -229,6 +239,14 @@ func newIdentityInstallCmd(dir func() string) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
+			var issuer *x509.Certificate
+			if trustIssuer {
+				// Find the CA before saving anything, so that a file without
+				// one changes nothing.
+				if issuer, err = issuerIn(data, next.Leaf()); err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+			}
 			if err := next.Save(d); err != nil {
 				return err
 			}
@@ -239,9 +257,28 @@ func newIdentityInstallCmd(dir func() string) *cobra.Command {
 				fmt.Fprintf(w, " as %s", next.Name())
 			}
 			fmt.Fprintf(w, ", issued by %s, valid until %s\n", leaf.Issuer, leaf.NotAfter.UTC().Format(time.RFC3339))
+			if issuer != nil {
+				return trustCertificates(w, d, identity.EncodeChain(issuer))
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&trustIssuer, "trust-issuer", false, "also trust the CA that issued the certificate (its certificate must be in FILE)")
+	return cmd
+}
+
+// issuerIn finds, in a PEM chain, the CA certificate that signed leaf.
+func issuerIn(data []byte, leaf *x509.Certificate) (*x509.Certificate, error) {
+	certs, err := identity.ParseChain(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range certs {
+		if c.IsCA && leaf.CheckSignatureFrom(c) == nil {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("--trust-issuer: the file holds no CA certificate that signed %s's certificate; trust the CA with 'mulegate identity trust CA.crt' instead", leaf.Subject.CommonName)
 }
 
 func newIdentityTrustCmd(dir func() string) *cobra.Command {
@@ -254,39 +291,46 @@ anything is trusted this way, trust-on-first-use is off: unknown peers are
 refused.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d := dir()
 			data, err := os.ReadFile(args[0])
 			if err != nil {
 				return fmt.Errorf("read certificate: %w", err)
 			}
-			wasTOFU := false
-			if tr, err := identity.LoadTrust(d); err == nil {
-				wasTOFU = tr.TOFU()
-			}
-			paths, err := identity.AddTrusted(d, data)
-			if err != nil {
+			if err := trustCertificates(cmd.OutOrStdout(), dir(), data); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			certs, err := identity.ParseChain(data)
-			if err != nil {
-				return err
-			}
-			w := cmd.OutOrStdout()
-			for i, c := range certs {
-				fmt.Fprintf(w, "trusting %s (%s)\n", certLabel(c), paths[i])
-			}
-			if wasTOFU {
-				fmt.Fprintln(w, "trust-on-first-use is now off: only trusted CAs and certificates are accepted")
 			}
 			return nil
 		},
 	}
 }
 
+// trustCertificates adds the PEM certificates in data to the trusted roots
+// of the identity in dir, and says what changed.
+func trustCertificates(w io.Writer, dir string, data []byte) error {
+	wasTOFU := false
+	if tr, err := identity.LoadTrust(dir); err == nil {
+		wasTOFU = tr.TOFU()
+	}
+	paths, err := identity.AddTrusted(dir, data)
+	if err != nil {
+		return err
+	}
+	certs, err := identity.ParseChain(data)
+	if err != nil {
+		return err
+	}
+	for i, c := range certs {
+		fmt.Fprintf(w, "trusting %s (%s)\n", certLabel(c), paths[i])
+	}
+	if wasTOFU {
+		fmt.Fprintln(w, "trust-on-first-use is now off: only trusted CAs and certificates are accepted")
+	}
+	return nil
+}
+
 // certLabel names a trusted certificate for people.
 func certLabel(c *x509.Certificate) string {
 	if c.IsCA {
-		return fmt.Sprintf("CA %q", c.Subject.CommonName)
+		return fmt.Sprintf("CA %q, key %s", c.Subject.CommonName, identity.Fingerprint(c))
 	}
 	if len(c.URIs) > 0 {
 		return fmt.Sprintf("node %s, key %s", c.URIs[0], identity.Fingerprint(c))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net"
 	"os"
@@ -58,12 +59,18 @@ func TestIdentityCLIGroupSetup(t *testing.T) {
 		// 3. The member asks; the organiser issues.
 		mustRun(t, "request", "-o", csr, "--data", m.data)
 		mustRun(t, "issue", "--ca", caDir, "--name", m.name, "--request", csr, "--days", "30", "-o", crt)
-		// 4. The member installs its certificate.
-		mustRun(t, "install", crt, "--data", m.data)
-		// 5. The member trusts the group CA.
-		out := mustRun(t, "trust", filepath.Join(caDir, identity.CACertFile), "--data", m.data)
-		if !strings.Contains(out, "trust-on-first-use is now off") {
-			t.Errorf("trust did not say TOFU is off:\n%s", out)
+		// 5. The member installs its certificate and trusts the CA that
+		// issued it. bob does it in two commands, install and trust, as a
+		// mule serving several groups would: the outcome is the same.
+		var out string
+		if m.name == "campfire/alice" {
+			out = mustRun(t, "install", "--trust-issuer", crt, "--data", m.data)
+		} else {
+			mustRun(t, "install", crt, "--data", m.data)
+			out = mustRun(t, "trust", filepath.Join(caDir, identity.CACertFile), "--data", m.data)
+		}
+		if !strings.Contains(out, "trust-on-first-use is now off") || !strings.Contains(out, `CA "campfire", key sha256:`) {
+			t.Errorf("trusting the CA did not name it with its fingerprint, or did not say TOFU is off:\n%s", out)
 		}
 
 		var shown identityShow
@@ -202,6 +209,18 @@ func TestIdentityCLIErrors(t *testing.T) {
 	mustRun(t, "request", "-o", bobCSR, "--data", bob)
 	bobCrt := filepath.Join(tmp, "bob.crt")
 	mustRun(t, "issue", "--ca", caDir, "--name", "campfire/bob", "--request", bobCSR, "-o", bobCrt)
+	// alice's certificate without the CA's after it.
+	aliceCrt := filepath.Join(tmp, "alice.crt")
+	mustRun(t, "issue", "--ca", caDir, "--name", "campfire/alice", "--request", csr, "-o", aliceCrt)
+	chain, err := os.ReadFile(aliceCrt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPEM, _ := pem.Decode(chain)
+	aliceLeafOnly := filepath.Join(tmp, "alice-leaf.crt")
+	if err := os.WriteFile(aliceLeafOnly, pem.EncodeToMemory(leafPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
@@ -216,6 +235,7 @@ func TestIdentityCLIErrors(t *testing.T) {
 		{"issue from garbage", []string{"issue", "--ca", caDir, "--name", "campfire/alice", "--request", filepath.Join(caDir, identity.CAKeyFile)}, "ca.key"},
 		{"install someone else's", []string{"install", bobCrt, "--data", alice}, "does not match"},
 		{"trust garbage", []string{"trust", csr, "--data", alice}, "alice.csr"},
+		{"install --trust-issuer without the CA", []string{"install", "--trust-issuer", aliceLeafOnly, "--data", alice}, "no CA certificate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -227,5 +247,13 @@ func TestIdentityCLIErrors(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.want)
 			}
 		})
+	}
+	// The refused install --trust-issuer changed nothing.
+	var shown identityShow
+	if err := json.Unmarshal([]byte(mustRun(t, "show", "--json", "--data", alice)), &shown); err != nil {
+		t.Fatal(err)
+	}
+	if !shown.SelfSigned || shown.Trust.Mode != "tofu" {
+		t.Errorf("a refused install --trust-issuer changed alice's identity or trust: %+v", shown)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/mulegate/mulegate/bundle"
@@ -111,7 +112,7 @@ func loadRunConfig(cmd *cobra.Command, f runFlags) (*config.Config, error) {
 
 // parsePeerFlag reads EID@HOST:PORT.
 func parsePeerFlag(s string) (config.Peer, error) {
-	i := lastIndexByte(s, '@')
+	i := strings.LastIndexByte(s, '@')
 	if i < 0 {
 		return config.Peer{}, fmt.Errorf("--peer %q: want EID@HOST:PORT, e.g. dtn://cloud/@gw.example.org:4556", s)
 	}
@@ -120,15 +121,6 @@ func parsePeerFlag(s string) (config.Peer, error) {
 		return config.Peer{}, fmt.Errorf("--peer %q: %w", s, err)
 	}
 	return config.Peer{Node: e.NodeID().String(), Address: s[i+1:]}, nil
-}
-
-func lastIndexByte(s string, c byte) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // runNode runs a node until ctx ends, then shuts it down: in-flight stores

@@ -16,6 +16,7 @@ func newSendCmd() *cobra.Command {
 		lifetime string
 		report   bool
 		reports  string
+		flags    string
 		reportTo string
 		source   string
 		hopLimit uint64
@@ -54,6 +55,11 @@ terminal for large files.`,
 					return fmt.Errorf("--reports: %w", err)
 				}
 				p.Reports |= f
+			}
+			if flags != "" {
+				if p.Flags, err = api.ParseFlags(flags); err != nil {
+					return fmt.Errorf("--flags: %w", err)
+				}
 			}
 			if reportTo != "" {
 				if p.ReportTo, err = bundle.ParseEID(reportTo); err != nil {
@@ -107,6 +113,7 @@ terminal for large files.`,
 	fl.StringVar(&lifetime, "lifetime", "24h", "how long the bundle is worth carrying (90m, 24h, 7d)")
 	fl.BoolVar(&report, "report", false, "ask for delivery and deletion status reports (they come to the node's own endpoint, or --report-to)")
 	fl.StringVar(&reports, "reports", "", "status reports to ask for: reception,forwarding,delivery,deletion or all")
+	fl.StringVar(&flags, "flags", "", "other bundle flags to set: must_not_fragment,app_ack,status_time")
 	fl.StringVar(&reportTo, "report-to", "", "endpoint `EID` the status reports go to (default: the source)")
 	fl.StringVar(&source, "source", "", "source endpoint `EID` on this node (default: the node ID)")
 	fl.Uint64Var(&hopLimit, "hop-limit", 0, "hops the bundle may take, 1-255 (default: the node's routing.default_hop_limit)")

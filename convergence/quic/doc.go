@@ -3,7 +3,9 @@
 //
 // # The protocol
 //
-//   - ALPN "qbcl"; UDP port 4556 (DefaultPort) when an address names none.
+//   - ALPN "qbcl": a client that offers another protocol, or none, is
+//     refused in the handshake (TLS alert no_application_protocol), before
+//     any session. UDP port 4556 (DefaultPort) when an address names none.
 //   - Mutual TLS 1.3. Both sides present a certificate carrying their node
 //     ID, and the convergence.TLS the layer is built with decides, in the
 //     handshake, whether to accept the peer (with policy/identity: a trusted
@@ -44,6 +46,21 @@
 // is written whole, the sender has nothing left to learn a refusal from:
 // QUIC offers no acknowledgement of a stream beyond the transport's, and
 // quic-go does not expose even that.
+//
+// # Sending
+//
+// Send opens a stream, writes the bundle and closes the stream. A small
+// bundle (payload up to 16 KiB) is encoded into memory and handed to
+// quic-go in one piece; a larger one streams from its reader. Send waits
+// for the peer's stream credit and flow control, but not for ever: a peer
+// whose store is stuck stops reading while its QUIC stack still answers
+// keepalives, and when it has let no byte of a bundle through (nor granted
+// a stream for it) for Options.SendStallTimeout (default 60 s), Send
+// cancels the stream with QBCL_TRANSFER_CANCELLED and returns an error
+// matching convergence.ErrStalled. That is a transient failure, not a
+// refusal, and the session stays up. Any byte that gets through restarts
+// the clock, so a slow link is not taken for a stalled one; a stall is
+// therefore found between one and two timeouts after the last byte went.
 //
 // # Interrupted transfers
 //

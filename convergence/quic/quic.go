@@ -56,7 +56,9 @@ type Options struct {
 	MaxIncomingStreams int64
 	// StreamReceiveWindow and ConnectionReceiveWindow bound the data QUIC
 	// buffers for one incoming bundle (default 6 MiB) and for a session
-	// (default 15 MiB).
+	// (default 15 MiB). The windows start at 512 KiB and 768 KiB, or at
+	// the bound when it is smaller, and grow towards it while the sink
+	// keeps up.
 	StreamReceiveWindow     uint64
 	ConnectionReceiveWindow uint64
 
@@ -69,7 +71,29 @@ type Options struct {
 	// outlives IdleTimeout while the peer is in reach (default half of
 	// IdleTimeout; negative: never).
 	KeepAlive time.Duration
+
+	// SendStallTimeout is how long a Send waits for the peer to take more
+	// of its bundle before it gives up: for the peer's stream credit to
+	// open the bundle's stream, then for its flow control credit to write
+	// each next byte (default DefaultSendStallTimeout; negative: for ever).
+	// A peer whose store is stuck stops reading but still answers PINGs, so
+	// neither IdleTimeout nor KeepAlive ends the session, and without this
+	// bound each Send to it, with the node's send slot it holds, would wait
+	// as long as the session lasts. The clock restarts whenever a byte gets
+	// through, so a slow link is not a stalled one (a stall is found one
+	// to two timeouts after the last byte went), and the time Send spends
+	// reading the payload does not count. A stalled Send cancels its
+	// stream (QBCL_TRANSFER_CANCELLED, so the peer may keep the part that
+	// arrived) and returns an error matching convergence.ErrStalled: a
+	// transient failure, not a refusal; the session stays up.
+	SendStallTimeout time.Duration
 }
+
+// DefaultSendStallTimeout is Options.SendStallTimeout when it is 0: twice
+// the default IdleTimeout, so that a peer that vanished is found out by the
+// idle timeout first, and a stall means a peer that is there but not
+// reading.
+const DefaultSendStallTimeout = 60 * time.Second
 
 func (o *Options) setDefaults() error {
 	if err := o.TLS.Check(); err != nil {
@@ -102,7 +126,47 @@ func (o *Options) setDefaults() error {
 	case o.KeepAlive < 0:
 		o.KeepAlive = 0
 	}
+	switch {
+	case o.SendStallTimeout == 0:
+		o.SendStallTimeout = DefaultSendStallTimeout
+	case o.SendStallTimeout < 0:
+		o.SendStallTimeout = 0 // from here on, 0 means no bound
+	}
 	return nil
+}
+
+// quicConfig is the QUIC configuration for o, after setDefaults, for both
+// listening and dialling. The benchmark's raw quic-go baseline uses it too,
+// so that the comparison is of the protocol, not of the settings.
+func (o *Options) quicConfig() *quicgo.Config {
+	// quic-go starts its windows at 512 KiB (stream) and 768 KiB
+	// (connection) and grows them up to the maximums, whatever those are:
+	// a maximum below the start would not bound anything without the
+	// start lowered to it.
+	const initialStream, initialConnection = 512 << 10, 768 << 10
+	var streamStart, connStart uint64
+	if o.StreamReceiveWindow != 0 && o.StreamReceiveWindow < initialStream {
+		streamStart = o.StreamReceiveWindow
+	}
+	if o.ConnectionReceiveWindow != 0 && o.ConnectionReceiveWindow < initialConnection {
+		connStart = o.ConnectionReceiveWindow
+	}
+	return &quicgo.Config{
+		HandshakeIdleTimeout:           o.HandshakeTimeout,
+		MaxIdleTimeout:                 o.IdleTimeout,
+		KeepAlivePeriod:                o.KeepAlive,
+		InitialStreamReceiveWindow:     streamStart,
+		MaxStreamReceiveWindow:         o.StreamReceiveWindow,
+		InitialConnectionReceiveWindow: connStart,
+		MaxConnectionReceiveWindow:     o.ConnectionReceiveWindow,
+		MaxIncomingUniStreams:          o.MaxIncomingStreams,
+		RequireStreamCreditRelease:     true,
+		// The draft asks peers not to open bidirectional streams, and to
+		// close with QBCL_PROTOCOL_ERROR if one does. Allowing one lets
+		// us see it and answer with that code; allowing none would make
+		// QUIC itself answer, with STREAM_LIMIT_ERROR.
+		MaxIncomingStreams: 1,
+	}
 }
 
 // Layer is the Qubicle convergence layer (draft-ek-dtn-qubicle): QUIC with
@@ -134,21 +198,8 @@ func New(opts Options) (*Layer, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &Layer{
-		opts: opts,
-		quic: &quicgo.Config{
-			HandshakeIdleTimeout:       opts.HandshakeTimeout,
-			MaxIdleTimeout:             opts.IdleTimeout,
-			KeepAlivePeriod:            opts.KeepAlive,
-			MaxStreamReceiveWindow:     opts.StreamReceiveWindow,
-			MaxConnectionReceiveWindow: opts.ConnectionReceiveWindow,
-			MaxIncomingUniStreams:      opts.MaxIncomingStreams,
-			RequireStreamCreditRelease: true,
-			// The draft asks peers not to open bidirectional streams, and to
-			// close with QBCL_PROTOCOL_ERROR if one does. Allowing one lets
-			// us see it and answer with that code; allowing none would make
-			// QUIC itself answer, with STREAM_LIMIT_ERROR.
-			MaxIncomingStreams: 1,
-		},
+		opts:     opts,
+		quic:     opts.quicConfig(),
 		recv:     receiver{limits: opts.Limits, maxBundle: opts.MaxBundleSize, sink: opts.Sink},
 		tokens:   quicgo.NewLRUTokenStore(64, 4),
 		ctx:      ctx,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/convergence"
+	"github.com/mulegate/mulegate/policy/identity"
 )
 
 func TestMutualAuthentication(t *testing.T) {
@@ -125,6 +126,59 @@ func TestWrongNodeIDRefused(t *testing.T) {
 		default:
 		}
 	})
+}
+
+// TestALPN dials the layer with raw quic-go offering various ALPN lists.
+// The layer and the peers in the other tests share the ALPN constant, so
+// only a client that does not can tell whether the layer really insists on
+// "qbcl".
+func TestALPN(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	alice, bob := mustIdentity(t, "dtn://alice/"), mustIdentity(t, "dtn://bob/")
+	// TLS alert 120, no_application_protocol, as a QUIC crypto error
+	// (RFC 9001 §4.8: 0x0100 plus the alert).
+	const noApplicationProtocol = quicgo.TransportErrorCode(0x100 + 120)
+	for _, tc := range []struct {
+		name   string
+		protos []string
+		ok     bool
+	}{
+		// The controls: without them, a refusal for some other reason
+		// (certificates, addresses) would pass for an ALPN refusal.
+		{"qbcl", []string{ALPN}, true},
+		{"qbcl after another", []string{"h3", ALPN}, true},
+		{"another protocol", []string{"h3"}, false},
+		{"none", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			server := newNode(t, bob, pinnedTrust(t, alice), nil)
+			server.listen(t, "127.0.0.1:0")
+			conn, err := quicgo.DialAddr(ctx, server.addr, identity.ClientConfig(alice, pinnedTrust(t, bob), tc.protos, ""), &quicgo.Config{})
+			if conn != nil {
+				t.Cleanup(func() { conn.CloseWithError(0, "") })
+			}
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("dial offering %q: %v", tc.protos, err)
+				}
+				if got := conn.ConnectionState().TLS.NegotiatedProtocol; got != ALPN {
+					t.Errorf("negotiated %q, want %q", got, ALPN)
+				}
+				if ev := server.next(ctx, t); ev.Kind != convergence.SessionUp || ev.Session.Peer() != bundle.MustParseEID("dtn://alice/") {
+					t.Fatalf("server: %v", ev.Kind)
+				}
+				return
+			}
+			// The server, not the client's own TLS stack, must be the one
+			// that says no, and in the handshake, before any session.
+			var te *quicgo.TransportError
+			if !errors.As(err, &te) || !te.Remote || te.ErrorCode != noApplicationProtocol {
+				t.Fatalf("dial offering %q: %v; want the server's %v", tc.protos, err, noApplicationProtocol)
+			}
+			t.Logf("refused as expected: %v", err)
+			server.noEvent(t)
+		})
+	}
 }
 
 func TestManySmallBundles(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,42 +202,78 @@ var smallBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byt
 // from its header or part way through stops the stream, and Send returns a
 // *convergence.RejectError; a refusal that arrives after Send returned (the
 // usual case for a bundle smaller than the peer's flow control window)
-// is not reported.
+// is not reported. A peer that takes nothing for Options.SendStallTimeout
+// makes Send cancel the stream and return an error matching
+// convergence.ErrStalled.
 func (s *session) Send(ctx context.Context, b *bundle.Bundle, payload io.Reader) error {
 	if s.conn.Context().Err() != nil {
 		s.sendsFailed.Add(1)
 		return fmt.Errorf("quic: send %s: %w", b.ID(), s.closedErr())
 	}
+	if ctx.Err() != nil {
+		s.sendsFailed.Add(1)
+		return fmt.Errorf("quic: send %s: %w", b.ID(), context.Cause(ctx))
+	}
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 
-	str, err := s.conn.OpenUniStreamSync(ctx)
+	// A small bundle is encoded into memory first, and goes to quic-go in
+	// one piece.
+	var small []byte
+	if b.Payload.Length <= smallPayload {
+		buf := smallBuffers.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer func() {
+			if buf.Cap() <= 4*smallPayload { // a huge header is not worth keeping
+				smallBuffers.Put(buf)
+			}
+		}()
+		if _, err := bundle.Encode(buf, b, payload); err != nil {
+			s.sendsFailed.Add(1)
+			return fmt.Errorf("quic: send %s: %w", b.ID(), err)
+		}
+		small = buf.Bytes()
+	}
+
+	str, err := s.openStream(ctx)
 	if err != nil {
 		s.sendsFailed.Add(1)
 		return fmt.Errorf("quic: send %s: %w", b.ID(), s.sendError(ctx, nil, err))
 	}
-	stop := func() bool { return true }
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { str.CancelWrite(quicgo.StreamErrorCode(CodeTransferCancelled)) })
+	var sent uint64
+	queued := false
+	if small != nil {
+		// Usually the peer's flow control has room for a small bundle, and
+		// quic-go takes a copy of it whole at once. Then nothing can block,
+		// and there is no context or stall to watch: that spares a context
+		// hook and a timer per bundle, a few percent of a small bundle's
+		// cost. ErrWouldBlock queues nothing, and the bundle takes the
+		// watched path below.
+		switch err = str.TryWriteAll(small); {
+		case err == nil:
+			sent, queued = uint64(len(small)), true
+		case errors.Is(err, quicgo.ErrWouldBlock):
+			err = nil
+		}
 	}
-	w := &countingWriter{w: str}
-	if b.Payload.Length <= smallPayload {
-		buf := smallBuffers.Get().(*bytes.Buffer)
-		buf.Reset()
-		if _, err = bundle.Encode(buf, b, payload); err == nil {
-			_, err = w.Write(buf.Bytes())
+	stop := func() bool { return true }
+	if err == nil && !queued {
+		if ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() { str.CancelWrite(quicgo.StreamErrorCode(CodeTransferCancelled)) })
 		}
-		if buf.Cap() <= 4*smallPayload { // a huge header is not worth keeping
-			smallBuffers.Put(buf)
+		w := &streamWriter{str: str, stall: s.layer.opts.SendStallTimeout}
+		if small != nil {
+			_, err = w.Write(small)
+		} else {
+			_, err = bundle.Encode(w, b, payload)
 		}
-	} else {
-		_, err = bundle.Encode(w, b, payload)
+		sent = w.n
 	}
 	if err == nil {
 		err = str.Close()
 	}
 	cancelled := !stop()
-	s.bytesSent.Add(w.n)
+	s.bytesSent.Add(sent)
 	if err == nil && !cancelled {
 		s.bundlesSent.Add(1)
 		return nil
@@ -251,6 +288,33 @@ func (s *session) Send(ctx context.Context, b *bundle.Bundle, payload io.Reader)
 	}
 	return fmt.Errorf("quic: send %s: %w", b.ID(), err)
 }
+
+// openStream opens a stream for a bundle, waiting for the peer's stream
+// credit at most Options.SendStallTimeout. A peer holds a stream's credit
+// until its sink has stored the bundle, so a peer whose store is stuck
+// soon has none to give.
+func (s *session) openStream(ctx context.Context) (*quicgo.SendStream, error) {
+	// Usually there is credit to spare, and this costs no timer. OpenUniStream
+	// fails while other Sends are waiting, so it never jumps the queue.
+	str, err := s.conn.OpenUniStream()
+	var limited *quicgo.StreamLimitReachedError
+	if err == nil || !errors.As(err, &limited) {
+		return str, err
+	}
+	stall := s.layer.opts.SendStallTimeout
+	if stall <= 0 {
+		return s.conn.OpenUniStreamSync(ctx)
+	}
+	octx, cancel := context.WithTimeoutCause(ctx, stall, errStalledOpen)
+	defer cancel()
+	str, err = s.conn.OpenUniStreamSync(octx)
+	if err != nil && ctx.Err() == nil && context.Cause(octx) == errStalledOpen {
+		return nil, fmt.Errorf("%w: it granted no stream for %v (its store may be stuck; SendStallTimeout)", convergence.ErrStalled, stall)
+	}
+	return str, err
+}
+
+var errStalledOpen = errors.New("stream credit stalled")
 
 // sendError tells why a Send failed with err: the peer stopped the stream,
 // ctx ended, the connection closed, or the payload could not be read.
@@ -276,13 +340,42 @@ func (s *session) closedErr() error {
 	return fmt.Errorf("%w: %w", convergence.ErrClosed, context.Cause(s.conn.Context()))
 }
 
-type countingWriter struct {
-	w io.Writer
-	n uint64
+// streamWriter writes a bundle to its stream, counts the bytes written,
+// and gives up when the peer lets no byte through for stall (0: never).
+type streamWriter struct {
+	str   deadlineWriter // a *quicgo.SendStream; a fake in tests
+	stall time.Duration
+	n     uint64
 }
 
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += uint64(n)
-	return n, err
+type deadlineWriter interface {
+	io.Writer
+	SetWriteDeadline(time.Time) error
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	if w.stall <= 0 {
+		n, err := w.str.Write(p)
+		w.n += uint64(n)
+		return n, err
+	}
+	written := 0
+	for {
+		// The clock starts afresh at each call, so the time the caller
+		// spends reading the payload between calls is not held against
+		// the peer.
+		w.str.SetWriteDeadline(time.Now().Add(w.stall))
+		n, err := w.str.Write(p[written:])
+		written += n
+		w.n += uint64(n)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return written, err
+		}
+		if n == 0 {
+			return written, fmt.Errorf("%w: not one byte of the bundle could be written for %v (its store may be stuck; SendStallTimeout)", convergence.ErrStalled, w.stall)
+		}
+		// Some bytes got through before the deadline: the link is slow,
+		// not stalled. A stall is therefore found between one and two
+		// stall timeouts after the last byte went.
+	}
 }

@@ -100,6 +100,7 @@ func TestMalformedRequests(t *testing.T) {
 		{name: "lifetime not a duration", method: "POST", path: "/v1/bundles?destination=dtn://c/x&lifetime=forever", status: 400, param: "lifetime", errSubstr: "not a duration"},
 		{name: "negative lifetime", method: "POST", path: "/v1/bundles?destination=dtn://c/x&lifetime=-5m", status: 400, param: "lifetime", errSubstr: "at least"},
 		{name: "unknown report", method: "POST", path: "/v1/bundles?destination=dtn://c/x&report=sometimes", status: 400, param: "report", errSubstr: "sometimes"},
+		{name: "flag a sender may not set", method: "POST", path: "/v1/bundles?destination=dtn://c/x&flags=is_fragment", status: 400, param: "flags", errSubstr: "is_fragment"},
 		{name: "report_to without report", method: "POST", path: "/v1/bundles?destination=dtn://c/x&report_to=dtn://a/reports", status: 400, param: "report_to", errSubstr: "without report"},
 		{name: "hop limit zero", method: "POST", path: "/v1/bundles?destination=dtn://c/x&hop_limit=0", status: 400, param: "hop_limit", errSubstr: "1 to 255"},
 		{name: "hop limit too high", method: "POST", path: "/v1/bundles?destination=dtn://c/x&hop_limit=256", status: 400, param: "hop_limit", errSubstr: "1 to 255"},

@@ -16,6 +16,7 @@ func FuzzParseSendParams(f *testing.F) {
 		"destination=dtn://c/x",
 		"destination=dtn%3A%2F%2F~g%2Fchat&lifetime=7d&report=delivery,deletion&report_to=dtn://a/r&hop_limit=12&source=dtn://a/app&sign=false",
 		"destination=ipn:2.1&lifetime=1h30m&report=all",
+		"destination=dtn://c/x&flags=must_not_fragment,app_ack,status_time", "destination=dtn://c/x&flags=is_fragment",
 		"destination=dtn:none", "lifetime=-1s", "destination=dtn://c/x&destination=dtn://c/y", "%zz", "hop_limit=99999999999999999999",
 		"destination=dtn://c/x&lifetime=36500d", "destination=dtn://c/x&lifetime=1e9h",
 	} {

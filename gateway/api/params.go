@@ -163,6 +163,52 @@ func ParseReports(s string) (bundle.BundleFlags, error) {
 	return f, nil
 }
 
+// bundleFlags are the bundle processing control flags, other than status
+// report requests, that a sender may set (RFC 9171 §4.2.3). The rest are
+// the node's to set: "is a fragment", "administrative record".
+var bundleFlags = []struct {
+	name string
+	flag bundle.BundleFlags
+}{
+	{"must_not_fragment", bundle.FlagMustNotFragment},
+	{"app_ack", bundle.FlagAppAckRequested},
+	{"status_time", bundle.FlagStatusTimeRequested},
+}
+
+// ParseFlags reads a comma-separated list of bundle flag names
+// (must_not_fragment, app_ack, status_time).
+func ParseFlags(s string) (bundle.BundleFlags, error) {
+	var f bundle.BundleFlags
+	if s == "" {
+		return 0, nil
+	}
+	for _, w := range strings.Split(s, ",") {
+		w = strings.TrimSpace(w)
+		found := false
+		for _, bf := range bundleFlags {
+			if bf.name == w {
+				f |= bf.flag
+				found = true
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("%q is not a bundle flag a sender may set: use must_not_fragment, app_ack or status_time, separated by commas", w)
+		}
+	}
+	return f, nil
+}
+
+// FlagNames lists the flags of f that ParseFlags reads.
+func FlagNames(f bundle.BundleFlags) []string {
+	var out []string
+	for _, bf := range bundleFlags {
+		if f&bf.flag != 0 {
+			out = append(out, bf.name)
+		}
+	}
+	return out
+}
+
 // ReportNames lists the status reports f asks for, as ParseReports reads
 // them.
 func ReportNames(f bundle.BundleFlags) []string {
@@ -189,6 +235,9 @@ type SendParams struct {
 	Lifetime time.Duration
 	// Reports are status report request flags (bundle.FlagReport…).
 	Reports bundle.BundleFlags
+	// Flags are the other bundle processing control flags the sender sets
+	// (see ParseFlags).
+	Flags bundle.BundleFlags
 	// HopLimit zero means the node's default.
 	HopLimit uint64
 	// Sign asks for (true) or against (false) signing the bundle with the
@@ -196,7 +245,7 @@ type SendParams struct {
 	Sign *bool
 }
 
-var sendParamNames = []string{"destination", "source", "report_to", "lifetime", "report", "hop_limit", "sign"}
+var sendParamNames = []string{"destination", "source", "report_to", "lifetime", "report", "flags", "hop_limit", "sign"}
 
 // ParseSendParams reads SendParams from a raw query string. Its errors are
 // *ParamError.
@@ -238,6 +287,11 @@ func ParseSendParams(raw string) (SendParams, error) {
 			return p, paramErr("report", "%v", err)
 		}
 	}
+	if s, ok := q["flags"]; ok {
+		if p.Flags, err = ParseFlags(s[0]); err != nil {
+			return p, paramErr("flags", "%v", err)
+		}
+	}
 	if !p.ReportTo.IsZero() && p.Reports == 0 {
 		return p, paramErr("report_to", "given without report: say which status reports to send there (report=delivery,deletion)")
 	}
@@ -275,6 +329,9 @@ func (p SendParams) Query() string {
 	}
 	if names := ReportNames(p.Reports); len(names) > 0 {
 		q.Set("report", strings.Join(names, ","))
+	}
+	if names := FlagNames(p.Flags); len(names) > 0 {
+		q.Set("flags", strings.Join(names, ","))
 	}
 	if p.HopLimit != 0 {
 		q.Set("hop_limit", strconv.FormatUint(p.HopLimit, 10))

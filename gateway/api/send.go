@@ -26,7 +26,7 @@ func (s *Server) send(w http.ResponseWriter, r *http.Request) {
 	body := &bodyReader{r: r.Body}
 	req := gateway.SendRequest{
 		Source: p.Source, Destination: p.Destination, ReportTo: p.ReportTo, Lifetime: p.Lifetime,
-		Flags: p.Reports, HopLimit: p.HopLimit, Length: uint64(r.ContentLength), Sign: p.Sign,
+		Flags: p.Reports | p.Flags, HopLimit: p.HopLimit, Length: uint64(r.ContentLength), Sign: p.Sign,
 	}
 	id, err := s.node.Send(r.Context(), req, body)
 	if err != nil {

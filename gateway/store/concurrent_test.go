@@ -150,13 +150,35 @@ func TestConcurrent(t *testing.T) {
 			}
 			return nil
 		})
+		// The progress records in the index, by destination and state,
+		// counted and weighed by their bundles' cost.
+		counts, weights := map[string]StateCounts{}, map[string]StateCounts{}
 		for _, id := range ids {
 			m, err := e.s.Get(ctx, id)
 			if err != nil {
 				t.Fatalf("%s: Get: %v", when, err)
 			}
 			h, _ := m.Bundle.MarshalHeader()
-			bytesUsed += int64(len(h)) + int64(m.Bundle.Payload.Length)
+			cost := int64(len(h)) + int64(m.Bundle.Payload.Length)
+			bytesUsed += cost
+			ps, err := e.s.ProgressOf(ctx, id)
+			if err != nil {
+				t.Fatalf("%s: ProgressOf: %v", when, err)
+			}
+			for _, p := range ps {
+				c, w := counts[p.Dest], weights[p.Dest]
+				c.add(p.State, 1)
+				w.add(p.State, cost)
+				counts[p.Dest], weights[p.Dest] = c, w
+			}
+		}
+		for d, c := range counts {
+			if s.Destinations[d] != c || s.DestinationBytes[d] != weights[d] {
+				t.Errorf("%s: %s: Stats says %+v, %+v bytes; the index %+v, %+v bytes", when, d, s.Destinations[d], s.DestinationBytes[d], c, weights[d])
+			}
+		}
+		if len(s.Destinations) != len(counts) || len(s.DestinationBytes) != len(counts) {
+			t.Errorf("%s: Stats has destinations %v; the index %v", when, s.Destinations, counts)
 		}
 		if s.Bundles != bundles || s.Partials != partials || s.BundleBytes != bytesUsed || s.Receiving != 0 || s.ReservedB != 0 {
 			t.Errorf("%s: Stats %+v; index: %d bundles of %d bytes, %d partials", when, s, bundles, bytesUsed, partials)
@@ -176,11 +198,17 @@ func TestConcurrent(t *testing.T) {
 	if before.Tombstones != after.Tombstones {
 		t.Errorf("tombstones %d before reopen, %d after", before.Tombstones, after.Tombstones)
 	}
-	for d, c := range before.Destinations {
+	inFlightAsPending := func(c StateCounts) StateCounts {
 		c.Pending += c.InFlight
 		c.InFlight = 0
-		if after.Destinations[d] != c {
+		return c
+	}
+	for d, c := range before.Destinations {
+		if c := inFlightAsPending(c); after.Destinations[d] != c {
 			t.Errorf("%s: %+v before reopen (in flight counted as pending), %+v after", d, c, after.Destinations[d])
+		}
+		if w := inFlightAsPending(before.DestinationBytes[d]); after.DestinationBytes[d] != w {
+			t.Errorf("%s: %+v bytes before reopen (in flight counted as pending), %+v after", d, w, after.DestinationBytes[d])
 		}
 	}
 	t.Logf("at the end: %d bundles, %d partials, %d tombstones, %d bytes used of %d; %d commits carried %d operations",

@@ -86,6 +86,20 @@
 // and the payload is quarantined. Scrub verifies every payload; the node
 // runs it in the background (Options.ScrubOnOpen, or on a schedule).
 //
+// # Metrics
+//
+// Stats is the hook for metrics; it reads counters kept in memory (rebuilt
+// on Open), never the index. Bytes are what the quota counts: a bundle's
+// encoded header plus the payload bytes held.
+//
+//   - by kind: Bundles and BundleBytes, Partials and PartialBytes,
+//     Receiving and ReservedB (receptions in progress), Tombstones;
+//   - the quota: UsedBundles and UsedBytes against MaxBundles and MaxBytes;
+//   - progress by state (pending, in_flight, done, failed): Destinations
+//     and DestinationBytes for each destination, Progress and
+//     ProgressBytes summed over all of them;
+//   - group commit: Commits and CommittedOps; and Quarantined.
+//
 // # Errors
 //
 // Every error is an *Error with a Kind (ErrDuplicate, ErrFull, …) for

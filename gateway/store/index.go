@@ -149,7 +149,7 @@ func removeRecord(tx *bolt.Tx, seq uint64, r *record, tomb bool, d *delta) error
 		d.u.partials--
 		d.u.partialBytes -= r.cost()
 	}
-	if err := removeProgress(tx, seq, d); err != nil {
+	if err := removeProgress(tx, seq, r.cost(), d); err != nil {
 		return err
 	}
 	ids, exp := tx.Bucket(bktIDs), tx.Bucket(bktExpiry)
@@ -169,8 +169,9 @@ func removeRecord(tx *bolt.Tx, seq uint64, r *record, tomb bool, d *delta) error
 	return exp.Delete(ek)
 }
 
-// removeProgress deletes every progress record of seq.
-func removeProgress(tx *bolt.Tx, seq uint64, d *delta) error {
+// removeProgress deletes every progress record of seq, whose bundle's cost
+// is cost.
+func removeProgress(tx *bolt.Tx, seq uint64, cost int64, d *delta) error {
 	sk := seqKey(seq)
 	ps, pr := tx.Bucket(bktProgSeq), tx.Bucket(bktProgress)
 	var keys [][]byte
@@ -183,7 +184,7 @@ func removeProgress(tx *bolt.Tx, seq uint64, d *delta) error {
 		pk := prefixKey(dest, seq)
 		if v := pr.Get(pk); v != nil {
 			if p, err := decodeProgress(v); err == nil {
-				d.move(dest, p.state, 0)
+				d.move(dest, p.state, 0, cost)
 			}
 			if err := pr.Delete(pk); err != nil {
 				return err

@@ -46,9 +46,18 @@ func (s State) String() string {
 	return fmt.Sprintf("state_%d", uint8(s))
 }
 
-// StateCounts counts progress records by state.
+// StateCounts counts progress records by state, or (in
+// Stats.DestinationBytes and Stats.ProgressBytes) the bytes of their
+// bundles.
 type StateCounts struct {
 	Pending, InFlight, Done, Failed int64
+}
+
+func (c *StateCounts) plus(o StateCounts) {
+	c.Pending += o.Pending
+	c.InFlight += o.InFlight
+	c.Done += o.Done
+	c.Failed += o.Failed
 }
 
 func (c *StateCounts) add(s State, n int64) {
@@ -105,7 +114,7 @@ func (s *Store) Enqueue(ctx context.Context, id bundle.ID, dests ...string) erro
 			return err
 		}
 	}
-	return s.progressOp(ctx, op, id, func(tx *bolt.Tx, seq uint64, d *delta) error {
+	return s.progressOp(ctx, op, id, func(tx *bolt.Tx, seq uint64, cost int64, d *delta) error {
 		now := s.now()
 		for _, dest := range dests {
 			pk := prefixKey(dest, seq)
@@ -116,7 +125,7 @@ func (s *Store) Enqueue(ctx context.Context, id bundle.ID, dests ...string) erro
 			if err := putProgress(tx, dest, seq, p); err != nil {
 				return err
 			}
-			d.move(dest, 0, Pending)
+			d.move(dest, 0, Pending, cost)
 		}
 		return nil
 	})
@@ -185,7 +194,7 @@ func (s *Store) transition(ctx context.Context, op string, id bundle.ID, dest st
 		return Progress{}, err
 	}
 	var out Progress
-	err := s.progressOp(ctx, op, id, func(tx *bolt.Tx, seq uint64, d *delta) error {
+	err := s.progressOp(ctx, op, id, func(tx *bolt.Tx, seq uint64, cost int64, d *delta) error {
 		p := &progressRecord{}
 		if v := tx.Bucket(bktProgress).Get(prefixKey(dest, seq)); v != nil {
 			var err error
@@ -203,7 +212,7 @@ func (s *Store) transition(ctx context.Context, op string, id bundle.ID, dest st
 		if err := putProgress(tx, dest, seq, p); err != nil {
 			return err
 		}
-		d.move(dest, from, p.state)
+		d.move(dest, from, p.state, cost)
 		out = p.public(dest)
 		return nil
 	})
@@ -217,8 +226,9 @@ func putProgress(tx *bolt.Tx, dest string, seq uint64, p *progressRecord) error 
 	return tx.Bucket(bktProgSeq).Put(append(seqKey(seq), dest...), nil)
 }
 
-// progressOp runs fn in a group commit on the complete bundle id.
-func (s *Store) progressOp(ctx context.Context, op string, id bundle.ID, fn func(tx *bolt.Tx, seq uint64, d *delta) error) error {
+// progressOp runs fn in a group commit on the complete bundle id, with its
+// sequence number and its cost (for the bytes by state).
+func (s *Store) progressOp(ctx context.Context, op string, id bundle.ID, fn func(tx *bolt.Tx, seq uint64, cost int64, d *delta) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -231,11 +241,11 @@ func (s *Store) progressOp(ctx context.Context, op string, id bundle.ID, fn func
 	var d delta
 	return s.update(func(tx *bolt.Tx) error {
 		d = delta{}
-		e, _, ok := lookupTx(tx, k)
+		e, r, ok := lookupTx(tx, k)
 		if !ok || e.kind != kindBundle {
 			return soft(newErr(op, ErrNotFound, idStr, "", nil))
 		}
-		return fn(tx, e.seq, &d)
+		return fn(tx, e.seq, r.cost(), &d)
 	}, func() { s.apply(&d) })
 }
 

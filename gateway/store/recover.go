@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -62,8 +63,18 @@ func (s *Store) recover(ctx context.Context) error {
 		inFlight [][]byte // progress keys
 		maxSeq   uint64
 		u        usage
+		// The cost of each bundle, by seq in ascending order (the
+		// records bucket's order), for the bytes by progress state.
+		costSeqs []uint64
+		costs    []int64
 	)
-	dests := make(map[string]*StateCounts)
+	costOf := func(seq uint64) int64 {
+		if i, ok := slices.BinarySearch(costSeqs, seq); ok {
+			return costs[i]
+		}
+		return 0 // no such bundle: a damaged record, counted as 0 throughout
+	}
+	dests := make(map[string]*destCounts)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(bktMeta).Get(metaSeq); len(v) == 8 {
 			maxSeq = beUint64(v)
@@ -84,6 +95,8 @@ func (s *Store) recover(ctx context.Context) error {
 			if r.kind == kindBundle {
 				u.bundles++
 				u.bundleBytes += r.cost()
+				costSeqs = append(costSeqs, seq)
+				costs = append(costs, r.cost())
 			} else {
 				u.partials++
 				u.partialBytes += r.cost()
@@ -118,10 +131,10 @@ func (s *Store) recover(ctx context.Context) error {
 			}
 			c := dests[dest]
 			if c == nil {
-				c = &StateCounts{}
+				c = &destCounts{}
 				dests[dest] = c
 			}
-			c.add(st, 1)
+			c.add(0, st, costOf(beUint64(k[len(k)-8:])))
 		}
 		return nil
 	})
@@ -202,7 +215,7 @@ func (s *Store) recover(ctx context.Context) error {
 						return err
 					}
 				}
-				if err := removeProgress(tx, seq, &dl); err != nil {
+				if err := removeProgress(tx, seq, costOf(seq), &dl); err != nil {
 					return err
 				}
 			}
@@ -233,8 +246,7 @@ func (s *Store) recover(ctx context.Context) error {
 				if from == InFlight {
 					from = Pending // counted as pending above
 				}
-				c.add(from, -1)
-				if *c == (StateCounts{}) {
+				if c.add(from, 0, m.bytes) {
 					delete(dests, m.dest)
 				}
 			}

@@ -72,7 +72,7 @@ type Store struct {
 	mu        sync.Mutex
 	receiving map[idKey]time.Time // IDs being received → their expiry
 	u         usage
-	dests     map[string]*StateCounts
+	dests     map[string]*destCounts
 
 	commits, committedOps, quarantined atomic.Int64
 
@@ -116,7 +116,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		inlineMax: opts.InlineMax,
 		maxBatch:  opts.MaxBatch,
 		receiving: make(map[idKey]time.Time),
-		dests:     make(map[string]*StateCounts),
+		dests:     make(map[string]*destCounts),
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, copyBufferSize)
@@ -307,16 +307,33 @@ type delta struct {
 }
 
 // destDelta moves one progress record from one state to another; 0 means
-// no record.
+// no record. bytes is its bundle's cost (record.cost), which moves with it.
 type destDelta struct {
 	dest     string
 	from, to State
+	bytes    int64
 }
 
-func (d *delta) move(dest string, from, to State) {
+func (d *delta) move(dest string, from, to State, bytes int64) {
 	if from != to {
-		d.dests = append(d.dests, destDelta{dest, from, to})
+		d.dests = append(d.dests, destDelta{dest, from, to, bytes})
 	}
+}
+
+// destCounts are one destination's progress records by state: how many,
+// and the bytes of their bundles.
+type destCounts struct {
+	n, bytes StateCounts
+}
+
+// add moves one record of cost bytes from state from to state to (0 for
+// none), and reports whether the destination has no records left.
+func (c *destCounts) add(from, to State, bytes int64) (empty bool) {
+	c.n.add(from, -1)
+	c.n.add(to, 1)
+	c.bytes.add(from, -bytes)
+	c.bytes.add(to, bytes)
+	return c.n == StateCounts{}
 }
 
 func (s *Store) apply(d *delta) {
@@ -326,19 +343,21 @@ func (s *Store) apply(d *delta) {
 	for _, m := range d.dests {
 		c := s.dests[m.dest]
 		if c == nil {
-			c = &StateCounts{}
+			c = &destCounts{}
 			s.dests[m.dest] = c
 		}
-		c.add(m.from, -1)
-		c.add(m.to, 1)
-		if *c == (StateCounts{}) {
+		if c.add(m.from, m.to, m.bytes) {
 			delete(s.dests, m.dest)
 		}
 	}
 }
 
-// Stats are the store's counters, for metrics.
+// Stats are the store's counters, for metrics. Bytes are always what the
+// quota counts: a bundle's metadata (its encoded header) plus the payload
+// bytes held.
 type Stats struct {
+	// What is held, by kind: complete bundles, partial receptions, and
+	// receptions in progress (reserved).
 	Bundles      int64 // complete bundles held
 	BundleBytes  int64 // their metadata plus payload bytes
 	Partials     int64 // partial receptions held
@@ -358,8 +377,14 @@ type Stats struct {
 	CommittedOps int64 // operations they carried; CommittedOps/Commits is the group size
 
 	// Destinations are the progress record counts by state for each
-	// destination.
-	Destinations map[string]StateCounts
+	// destination, and DestinationBytes the bytes of those records'
+	// bundles, by state (a bundle pending for two destinations counts
+	// for each). A destination with no records is absent from both.
+	Destinations     map[string]StateCounts
+	DestinationBytes map[string]StateCounts
+	// Progress and ProgressBytes are the same summed over every
+	// destination, for a metric without a label per destination.
+	Progress, ProgressBytes StateCounts
 }
 
 // Stats returns a snapshot of the counters.
@@ -367,8 +392,12 @@ func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	u := s.u
 	dests := make(map[string]StateCounts, len(s.dests))
+	destBytes := make(map[string]StateCounts, len(s.dests))
+	var total, totalBytes StateCounts
 	for k, v := range s.dests {
-		dests[k] = *v
+		dests[k], destBytes[k] = v.n, v.bytes
+		total.plus(v.n)
+		totalBytes.plus(v.bytes)
 	}
 	s.mu.Unlock()
 	return Stats{
@@ -387,6 +416,10 @@ func (s *Store) Stats() Stats {
 		Commits:      s.commits.Load(),
 		CommittedOps: s.committedOps.Load(),
 		Destinations: dests,
+
+		DestinationBytes: destBytes,
+		Progress:         total,
+		ProgressBytes:    totalBytes,
 	}
 }
 
@@ -396,7 +429,7 @@ func (s *Store) Counts(dest string) StateCounts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if c := s.dests[dest]; c != nil {
-		return *c
+		return c.n
 	}
 	return StateCounts{}
 }
