@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -49,6 +51,13 @@ const (
 	// the session holds no more of its payload in memory than a Deliver
 	// stream does.
 	SessionPayloadMax = ChunkSize
+	// MaxReasonLength is the longest reason, in bytes, that an answer to a
+	// delivery carries across the boundary; a longer one is cut, on a UTF-8
+	// character boundary, and ends in "…". A reason is for a log line and a
+	// status report, and unbounded, a few long ones in one DeliverSession
+	// message could pass gRPC's 4 MiB limit on a received message: the
+	// session would fail, and fail again on every retry of the same bundles.
+	MaxReasonLength = 1 << 10
 )
 
 // Handshake returns the go-plugin handshake both sides use.
@@ -788,10 +797,11 @@ func msDuration(ms uint64) time.Duration {
 }
 
 func resultToPB(r Result) *adapterpb.DeliverResponse {
-	resp := &adapterpb.DeliverResponse{Reason: r.Reason}
-	if resp.Reason == "" && r.Err != nil {
-		resp.Reason = r.Err.Error()
+	reason := r.Reason
+	if reason == "" && r.Err != nil {
+		reason = r.Err.Error()
 	}
+	resp := &adapterpb.DeliverResponse{Reason: boundReason(reason)}
 	switch r.Status {
 	case OK:
 		resp.Status = adapterpb.DeliverResponse_STATUS_OK
@@ -809,10 +819,40 @@ func resultFromPB(resp *adapterpb.DeliverResponse) Result {
 	case adapterpb.DeliverResponse_STATUS_OK:
 		return Result{Status: OK}
 	case adapterpb.DeliverResponse_STATUS_REJECT:
-		return Result{Status: Reject, Reason: resp.GetReason()}
+		// Bounded here too: an adapter not built with this package may
+		// send a longer one, and the node logs and reports it.
+		return Result{Status: Reject, Reason: boundReason(resp.GetReason())}
 	default:
-		return Result{Status: Retry, RetryAfter: msDuration(resp.GetRetryAfterMs()), Reason: resp.GetReason()}
+		return Result{Status: Retry, RetryAfter: msDuration(resp.GetRetryAfterMs()), Reason: boundReason(resp.GetReason())}
 	}
+}
+
+// reasonEllipsis marks a reason boundReason cut.
+const reasonEllipsis = "…"
+
+// boundReason returns reason as valid UTF-8 of at most MaxReasonLength
+// bytes. Valid UTF-8 because protobuf refuses to marshal a string field
+// that is not: an adapter's reason holding a stray byte (from a file name,
+// say) would otherwise fail the whole message it travels in.
+func boundReason(reason string) string {
+	long := len(reason) > MaxReasonLength
+	if long {
+		// Only the start survives: repair no more than that. A character
+		// this splits is repaired into U+FFFD, and falls past the cut.
+		reason = reason[:MaxReasonLength]
+	}
+	if !utf8.ValidString(reason) {
+		reason = strings.ToValidUTF8(reason, "\uFFFD")
+	}
+	if !long && len(reason) <= MaxReasonLength {
+		return reason
+	}
+	// Repairing may have shrunk it (a run of bad bytes becomes one U+FFFD).
+	cut := min(MaxReasonLength-len(reasonEllipsis), len(reason))
+	for cut > 0 && cut < len(reason) && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut] + reasonEllipsis
 }
 
 // DialOptions are the gRPC options the node dials an adapter with
@@ -844,7 +884,8 @@ func ServerOptions() []grpc.ServerOption {
 // buffers that fit this contract's messages. gRPC's own takes its marshal
 // and unmarshal buffers from a pool whose tiers jump from 32 KiB to 1 MiB,
 // and zeroes each one it hands out: every 64 KiB payload chunk cost a 1 MiB
-// clear on each side of the boundary, and so would a DeliverSmall request.
+// clear on each side of the boundary, and so did a DeliverSession message
+// of a few dozen small bundles.
 // Here a message gets a buffer from the next tier up, a little over its
 // size, and nothing is zeroed, since each buffer is overwritten before it
 // is read.

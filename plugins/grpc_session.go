@@ -31,6 +31,11 @@ const (
 	// enough that one batch does not hold the stream for long.
 	sessionBatchDeliveries = 64
 	sessionBatchBytes      = 256 << 10
+	// sessionBatchResults bounds one SessionResponse. With reasons of at
+	// most MaxReasonLength bytes, a message stays under 100 KiB however
+	// many answers wait: a node that cannot receive a message fails the
+	// session, and with it every delivery on it.
+	sessionBatchResults = 64
 )
 
 // clientSession is the node's end of a DeliverSession stream. Deliver calls
@@ -638,21 +643,23 @@ func (ss *serverSession) deliver(job sessionJob) {
 	}
 }
 
-// send is the sender goroutine: it sends whatever answers are waiting, in
-// one message, until stop. After a failed Send it drops answers; the
-// receiver sees the stream fail too.
+// send is the sender goroutine: it sends whatever answers are waiting, at
+// most sessionBatchResults to a message, until stop. After a failed Send
+// it drops answers; the receiver sees the stream fail too.
 func (ss *serverSession) send() {
 	broken := false
 	flush := func() {
-		ss.mu.Lock()
-		results := ss.results
-		ss.results = nil
-		ss.mu.Unlock()
-		if len(results) == 0 || broken {
-			return
-		}
-		if err := ss.stream.Send(&adapterpb.SessionResponse{Results: results}); err != nil {
-			broken = true
+		for {
+			results := ss.takeResults()
+			if len(results) == 0 {
+				return
+			}
+			if broken {
+				continue // dropped: they cannot be sent
+			}
+			if err := ss.stream.Send(&adapterpb.SessionResponse{Results: results}); err != nil {
+				broken = true
+			}
 		}
 	}
 	for {
@@ -665,4 +672,19 @@ func (ss *serverSession) send() {
 			return
 		}
 	}
+}
+
+// takeResults removes the next message's worth of answers.
+func (ss *serverSession) takeResults() []*adapterpb.SessionResult {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	results := ss.results
+	if len(results) <= sessionBatchResults {
+		ss.results = nil
+		return results
+	}
+	// The rest keeps the backing array; answers appended later cannot
+	// reach the part handed out, which is capped at its length.
+	ss.results = results[sessionBatchResults:]
+	return results[:sessionBatchResults:sessionBatchResults]
 }

@@ -9,12 +9,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -106,7 +109,7 @@ var setups = []setup{
 
 // connect serves impl on an in-memory connection and returns a client for
 // it, and a function that stops the server.
-func connect(t *testing.T, su setup, impl Adapter) (*GRPCClient, func()) {
+func connect(t testing.TB, su setup, impl Adapter) (*GRPCClient, func()) {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(su.serverOpts...)
@@ -640,4 +643,215 @@ func TestBufferPool(t *testing.T) {
 	if bp := p.Get(4000); cap(*bp) == 5000 {
 		t.Fatal("Put kept a slice of a foreign capacity")
 	}
+}
+
+func TestBoundReason(t *testing.T) {
+	long := strings.Repeat("x", 5<<20)
+	// "é" is two bytes: at an odd offset it straddles the cut.
+	straddle := strings.Repeat("a", MaxReasonLength-len(reasonEllipsis)-1) + strings.Repeat("é", 10)
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"empty", "", ""},
+		{"short", "disk full", "disk full"},
+		{"at the limit", long[:MaxReasonLength], long[:MaxReasonLength]},
+		{"one over", long[:MaxReasonLength+1], long[:MaxReasonLength-len(reasonEllipsis)] + reasonEllipsis},
+		{"far over", long, long[:MaxReasonLength-len(reasonEllipsis)] + reasonEllipsis},
+		{"cut inside a character", straddle, straddle[:MaxReasonLength-len(reasonEllipsis)-1] + reasonEllipsis},
+		{"invalid UTF-8", "bad name \xff\xfe.txt", "bad name \uFFFD.txt"},
+		{"invalid and long", strings.Repeat("\xff", 5000), "\uFFFD" + reasonEllipsis},
+		{"grows past the limit when repaired", strings.Repeat("a\xff", 500), strings.Repeat("a\uFFFD", 255) + "a" + reasonEllipsis},
+		{"long, split at the limit", long[:MaxReasonLength-1] + "é", long[:MaxReasonLength-len(reasonEllipsis)] + reasonEllipsis},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := boundReason(tc.in)
+			if got != tc.want {
+				t.Fatalf("boundReason: got %d bytes %.40q…, want %d bytes %.40q…", len(got), got, len(tc.want), tc.want)
+			}
+			if len(got) > MaxReasonLength || !utf8.ValidString(got) {
+				t.Fatalf("boundReason gave %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
+			}
+		})
+	}
+}
+
+// An adapter's reason, however long, and whatever bytes it holds, comes
+// back bounded on both paths, instead of failing the call (or the whole
+// session) on gRPC's 4 MiB message limit or protobuf's UTF-8 check.
+func TestLongReasonCrossesBoundary(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason, want string
+	}{
+		{"5 MiB", "refused: " + strings.Repeat("no ", 5<<20/3), "refused: no no no "},
+		{"not UTF-8", "refused: \xff.txt", "refused: \uFFFD.txt"},
+	} {
+		for _, su := range setups {
+			t.Run(tc.name+"/"+su.name, func(t *testing.T) {
+				a := newRecorder()
+				a.deliver = func(_ context.Context, m Meta, r io.Reader) Result {
+					_, _ = io.Copy(io.Discard, r)
+					if m.Options["answer"] == "retry" {
+						return RetryLater(time.Second, tc.reason)
+					}
+					return Rejected(tc.reason)
+				}
+				c, _ := connect(t, su, a)
+				for _, size := range []int{10, SessionPayloadMax + 10} {
+					for _, answer := range []Status{Reject, Retry} {
+						meta := Meta{BundleID: "long", PayloadLength: int64(size), Options: map[string]string{}}
+						if answer == Retry {
+							meta.Options["answer"] = "retry"
+						}
+						// Several at once, so that answers share session
+						// messages.
+						var wg sync.WaitGroup
+						for range 8 {
+							wg.Go(func() {
+								res := c.Deliver(t.Context(), meta, bytes.NewReader(make([]byte, size)))
+								if res.Status != answer || res.Err != nil {
+									t.Errorf("%d bytes: want the adapter's %v, got %v %v", size, answer, res.Status, res.Err)
+									return
+								}
+								if len(res.Reason) > MaxReasonLength || !utf8.ValidString(res.Reason) || !strings.HasPrefix(res.Reason, tc.want) {
+									t.Errorf("%d bytes: reason of %d bytes, valid UTF-8 %v: %.60q", size, len(res.Reason), utf8.ValidString(res.Reason), res.Reason)
+								}
+							})
+						}
+						wg.Wait()
+					}
+				}
+			})
+		}
+	}
+}
+
+// sentResponses records what a session's sender sends; Send fails once
+// failAt messages went.
+type sentResponses struct {
+	adapterpb.Adapter_DeliverSessionServer
+	failAt int
+	sent   []*adapterpb.SessionResponse
+	tries  int
+}
+
+func (s *sentResponses) Send(m *adapterpb.SessionResponse) error {
+	s.tries++
+	if s.failAt >= 0 && len(s.sent) >= s.failAt {
+		return status.Error(codes.Unavailable, "broken")
+	}
+	s.sent = append(s.sent, proto.Clone(m).(*adapterpb.SessionResponse))
+	return nil
+}
+
+// However many answers wait, each SessionResponse carries at most
+// sessionBatchResults of them, so it stays far below gRPC's limit.
+func TestSessionResponsesAreBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		waiting   int
+		failAt    int // -1: never
+		wantSends []int
+	}{
+		{"none", 0, -1, nil},
+		{"one", 1, -1, []int{1}},
+		{"a full message", sessionBatchResults, -1, []int{sessionBatchResults}},
+		{"one over", sessionBatchResults + 1, -1, []int{sessionBatchResults, 1}},
+		{"many", 1000, -1, append(slices.Repeat([]int{sessionBatchResults}, 1000/sessionBatchResults), 1000%sessionBatchResults)},
+		// Once a Send failed, the rest is dropped, not tried message by
+		// message.
+		{"broken", 1000, 1, []int{sessionBatchResults}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := &sentResponses{failAt: tc.failAt}
+			ss := &serverSession{stream: stream, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+			for i := range tc.waiting {
+				ss.results = append(ss.results, &adapterpb.SessionResult{Id: uint64(i), Result: resultToPB(Rejected(strings.Repeat("r", 5000)))})
+			}
+			close(ss.stop)
+			ss.send()
+			var sizes []int
+			next := uint64(0)
+			for _, m := range stream.sent {
+				sizes = append(sizes, len(m.GetResults()))
+				if n := proto.Size(m); n > 100<<10 {
+					t.Errorf("a message of %d bytes", n)
+				}
+				for _, r := range m.GetResults() {
+					if r.GetId() != next {
+						t.Fatalf("answer %d sent where %d was due", r.GetId(), next)
+					}
+					next++
+				}
+			}
+			if !slices.Equal(sizes, tc.wantSends) {
+				t.Fatalf("sent messages of %v answers, want %v", sizes, tc.wantSends)
+			}
+			if want := len(tc.wantSends) + 1; tc.failAt >= 0 && stream.tries != want {
+				t.Fatalf("%d sends tried, want %d: the sent ones and the failed one", stream.tries, want)
+			}
+			if len(ss.results) != 0 {
+				t.Fatalf("%d answers left behind", len(ss.results))
+			}
+		})
+	}
+}
+
+// BenchmarkCodec delivers through an in-memory connection with the
+// contract's codec at both ends, and with gRPC's own codec at both ends
+// (same flow-control windows), to show what the right-sized buffers save:
+// a 10 MiB payload is 160 chunks of 64 KiB, each of which gRPC's pool
+// serves from its 1 MiB tier, cleared. Both ends run in this process, so
+// the time is the CPU of both; the "grpc-codec" result reports its rate as
+// a percentage of the "contract" run just before it (with -count N,
+// compare medians instead).
+//
+//	go test -run '^$' -bench Codec -benchtime 2s -count 3 ./plugins
+func BenchmarkCodec(b *testing.B) {
+	grpcCodec := setup{
+		name:       "grpc-codec",
+		serverOpts: []grpc.ServerOption{grpc.InitialWindowSize(WindowSize), grpc.InitialConnWindowSize(WindowSize)},
+		dialOpts:   []grpc.DialOption{grpc.WithInitialWindowSize(WindowSize), grpc.WithInitialConnWindowSize(WindowSize)},
+	}
+	for _, size := range []int{1 << 10, 10 << 20} {
+		payload := bytes.Repeat([]byte("mulegate"), size/8)
+		var contract float64
+		for _, su := range []setup{setups[0], grpcCodec} {
+			b.Run(fmt.Sprintf("%s/%s", sizeLabel(size), su.name), func(b *testing.B) {
+				a := newRecorder()
+				a.deliver = func(_ context.Context, m Meta, r io.Reader) Result {
+					if _, err := io.Copy(io.Discard, r); err != nil {
+						return RetryLater(0, err.Error())
+					}
+					return Delivered()
+				}
+				c, _ := connect(b, su, a)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				// About 64 in flight, as with max_in_flight: 64.
+				b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if res := c.Deliver(b.Context(), Meta{BundleID: "b", PayloadLength: int64(size)}, bytes.NewReader(payload)); res.Status != OK {
+							b.Error(res)
+							return
+						}
+					}
+				})
+				rate := float64(b.N) / time.Since(start).Seconds()
+				if su.name == "contract" {
+					contract = rate
+				} else if contract > 0 {
+					b.ReportMetric(100*rate/contract, "%-of-contract")
+				}
+			})
+		}
+	}
+}
+
+func sizeLabel(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%dMiB", n>>20)
+	}
+	return fmt.Sprintf("%dKiB", n>>10)
 }

@@ -722,8 +722,13 @@ func (x *SessionDelivery) GetTimeoutMs() uint64 {
 // SessionResponse is one message from the adapter on a DeliverSession
 // stream.
 type SessionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*SessionResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are answers to deliveries of this session: at most 64 in one
+	// message. With reasons of at most 1 KiB (DeliverResponse.reason), a
+	// message then stays far below gRPC's usual 4 MiB limit on a received
+	// message; a message over it fails the session, and with it every
+	// delivery still on it, again on every retry.
+	Results       []*SessionResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1001,7 +1006,11 @@ type DeliverResponse struct {
 	// retry_after_ms is, for STATUS_RETRY, the earliest the adapter wants to
 	// see this bundle again; 0 lets the node pick its own backoff.
 	RetryAfterMs uint64 `protobuf:"varint,2,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
-	// reason explains RETRY and REJECT for logs and status reports.
+	// reason explains RETRY and REJECT for logs and status reports: at most
+	// 1024 bytes of UTF-8 (protobuf refuses to send a string that is not
+	// UTF-8). The Go SDK cuts a longer reason on a character boundary and
+	// ends it with "…", and repairs invalid UTF-8; the node does the same to
+	// what it receives. Put details in the adapter's log.
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

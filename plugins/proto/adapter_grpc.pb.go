@@ -101,9 +101,10 @@ type AdapterClient interface {
 	// concurrent Deliver calls, and answers each one exactly once, in any
 	// order, as soon as it has the answer. Both sides pack whatever is ready
 	// into one message (the node at most 64 deliveries and about 256 KiB of
-	// payload to a message): that batching is the point. An id the node puts
-	// in `cancel` is a delivery it no longer waits for: the adapter cancels
-	// the context that delivery runs under, and may still answer it.
+	// payload to a message, the adapter at most 64 results, each reason at
+	// most 1 KiB; see SessionResponse): that batching is the point. An id the
+	// node puts in `cancel` is a delivery it no longer waits for: the adapter
+	// cancels the context that delivery runs under, and may still answer it.
 	//
 	// Why: as its own call, a small delivery costs more in gRPC than in the
 	// delivery itself: a new HTTP/2 stream, headers, a handler goroutine, the
@@ -112,9 +113,8 @@ type AdapterClient interface {
 	// sends one message and one write for many deliveries, and the adapter
 	// starts them together (a NATS adapter's client then publishes them in one
 	// write too). For 1 KiB bundles this cut the CPU the node and the adapter
-	// spend per bundle several times over; plugins/README.md has the figures,
-	// and the other designs measured (a unary call per bundle, a stream per
-	// delivery in flight).
+	// spend per bundle several times over; plugins/README.md ("Performance")
+	// has the figures, measured against a Deliver stream per bundle.
 	//
 	// The payload is complete when a delivery arrives, so the adapter may
 	// commit as soon as it has it. The node closes its side of the session
@@ -298,9 +298,10 @@ type AdapterServer interface {
 	// concurrent Deliver calls, and answers each one exactly once, in any
 	// order, as soon as it has the answer. Both sides pack whatever is ready
 	// into one message (the node at most 64 deliveries and about 256 KiB of
-	// payload to a message): that batching is the point. An id the node puts
-	// in `cancel` is a delivery it no longer waits for: the adapter cancels
-	// the context that delivery runs under, and may still answer it.
+	// payload to a message, the adapter at most 64 results, each reason at
+	// most 1 KiB; see SessionResponse): that batching is the point. An id the
+	// node puts in `cancel` is a delivery it no longer waits for: the adapter
+	// cancels the context that delivery runs under, and may still answer it.
 	//
 	// Why: as its own call, a small delivery costs more in gRPC than in the
 	// delivery itself: a new HTTP/2 stream, headers, a handler goroutine, the
@@ -309,9 +310,8 @@ type AdapterServer interface {
 	// sends one message and one write for many deliveries, and the adapter
 	// starts them together (a NATS adapter's client then publishes them in one
 	// write too). For 1 KiB bundles this cut the CPU the node and the adapter
-	// spend per bundle several times over; plugins/README.md has the figures,
-	// and the other designs measured (a unary call per bundle, a stream per
-	// delivery in flight).
+	// spend per bundle several times over; plugins/README.md ("Performance")
+	// has the figures, measured against a Deliver stream per bundle.
 	//
 	// The payload is complete when a delivery arrives, so the adapter may
 	// commit as soon as it has it. The node closes its side of the session

@@ -65,6 +65,10 @@ type Option func(*serveOptions)
 type serveOptions struct {
 	log        *zap.Logger
 	parentPoll time.Duration
+	// grpcOpts are added to the gRPC server's options. Only tests set them
+	// (export_test.go): to serve the contract as an adapter written
+	// elsewhere would, say.
+	grpcOpts []grpc.ServerOption
 }
 
 // WithLogger sets the logger Serve reports its own events to (the node going
@@ -95,7 +99,9 @@ func Serve(adapter plugins.Adapter, opts ...Option) error {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugins.Handshake(),
 		Plugins:         plugins.PluginSet(adapter),
-		GRPCServer:      newGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return newGRPCServer(append(opts, o.grpcOpts...))
+		},
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:       "go-plugin",
 			Output:     stderr,

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mulegate/mulegate/bundle"
@@ -317,8 +318,10 @@ func streamIDs(t *testing.T, js jetstream.JetStream, stream string) map[string]i
 
 // TestE2ETenThousandBundlesSurviveSIGKILL: 10,000 bundles sent to a node
 // whose NATS server is down queue up; once the server is up they drain
-// into the stream; the node is killed with SIGKILL halfway and restarted;
-// the stream ends with exactly 10,000 messages, one per bundle.
+// into the stream; the node is killed with SIGKILL halfway, with
+// deliveries in flight, and restarted; the stream ends with exactly 10,000
+// messages, one per bundle, although the restarted node published some of
+// them again (dedup by Nats-Msg-Id).
 func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
 	bin := buildMulegate(t)
 	start := time.Now()
@@ -335,27 +338,49 @@ func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
 
 	srv.Start()
 	drain := time.Now()
-	_, js := client(t, srv.URL())
-	var at uint64
-	eventually(t, 2*time.Minute, "half the bundles in the stream", func() error {
-		s, err := js.Stream(t.Context(), "LOGS")
-		if err != nil {
-			return err
+	nc, js := client(t, srv.URL())
+	// A plain subscriber sees every publish as it happens, duplicates
+	// included (JetStream drops those from the stream, not from the
+	// subject). It kills the node: polling the stream, a fast drain could
+	// finish between two polls, and the kill would then test nothing.
+	// Killing from the callback, as the 5,000th message goes by, also
+	// lands before the node can have recorded that message as delivered
+	// (that waits for the PubAck, the adapter's answer and an fsync), so
+	// the restarted node publishes it again.
+	var (
+		mu        sync.Mutex
+		published = map[string]int{}
+		seen      atomic.Int64
+		halfway   = make(chan struct{})
+		node      = gw.cmd.Process
+	)
+	sub, err := nc.Subscribe("logs.>", func(m *natsgo.Msg) {
+		mu.Lock()
+		published[m.Header.Get("Nats-Msg-Id")]++
+		mu.Unlock()
+		if seen.Add(1) == count/2 {
+			_ = node.Kill()
+			close(halfway)
 		}
-		info, err := s.Info(t.Context())
-		if err != nil {
-			return err
-		}
-		if at = info.State.Msgs; at < count/2 {
-			return fmt.Errorf("%d messages", at)
-		}
-		return nil
 	})
-	gw.kill(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil { // never a slow consumer
+		t.Fatal(err)
+	}
+	select {
+	case <-halfway:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("only %d publishes seen 2 minutes after NATS started", seen.Load())
+	}
+	gw.kill(t) // reaps it
+	at := streamMsgs(t, js, "LOGS")
 	t.Logf("SIGKILL with %d of %d in the stream, %v after NATS started", at, count, time.Since(drain).Round(time.Millisecond))
 	if at >= count {
-		t.Log("(every bundle was already in the stream when the node was killed)")
+		t.Fatalf("every bundle was in the stream before the SIGKILL: it interrupted no delivery")
 	}
+
 	gw.start(t)
 	eventually(t, 3*time.Minute, "the queue drained after the restart", func() error {
 		if q := gw.queued(t); q != 0 {
@@ -378,6 +403,43 @@ func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
 	if total != count || len(got) != count {
 		t.Fatalf("stream holds %d messages for %d bundles, want exactly %d", total, len(got), count)
 	}
+
+	// The restarted node published again what the killed one had
+	// published without recording it as delivered; the stream, checked
+	// above, kept one of each. Without such a repeat, dedup went untested.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the subscriber caught up", func() error {
+		if n, _, err := sub.Pending(); err != nil || n != 0 {
+			return fmt.Errorf("%d messages pending (%v)", n, err)
+		}
+		return nil
+	})
+	mu.Lock()
+	repeats := 0
+	for _, n := range published {
+		repeats += n - 1
+	}
+	mu.Unlock()
+	t.Logf("%d publishes, %d of them repeats of a bundle already published", seen.Load(), repeats)
+	if repeats == 0 {
+		t.Fatal("no bundle was published twice: the SIGKILL left nothing for Nats-Msg-Id to deduplicate")
+	}
+}
+
+// streamMsgs is the number of messages in stream.
+func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	return info.State.Msgs
 }
 
 // TestE2EServerDownAtStart: with the server down the bundles wait in the
