@@ -57,9 +57,9 @@ type contact struct {
 	myEpoch     uint64
 	mySeq       uint64
 	myBase      map[control.Digest]struct{}
-	noticesSent map[bundle.ID]bool
-	lastSig     uint64 // of the last summary sent, to skip repeating it
-	quietTicks  int    // summaries skipped since the last one sent
+	noticesSent map[string]bool // by noticeKey
+	lastSig     uint64          // of the last summary sent, to skip repeating it
+	quietTicks  int             // summaries skipped since the last one sent
 	// refused: bundles from the peer this node refused, for the next
 	// summary to tell it (see control.Summary.Refused). At most
 	// maxRefusalsPending; the oldest go first.
@@ -81,7 +81,7 @@ func (n *Node) onEvent(ev convergence.Event) {
 			log: n.log.With(zap.Stringer("peer", peer)), ctx: ctx, cancel: cancel,
 			wake: make(chan struct{}, 1), sem: make(chan struct{}, n.cfg.QUIC.MaxConcurrentSends),
 			start: n.now(), sent: map[control.Digest]bundle.ID{}, sending: map[control.Digest]bool{},
-			fullScan: true, myEpoch: rand.Uint64(), noticesSent: map[bundle.ID]bool{},
+			fullScan: true, myEpoch: rand.Uint64(), noticesSent: map[string]bool{},
 		}
 		n.mu.Lock()
 		old := n.contacts[peer]
@@ -220,7 +220,7 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		for d := range current {
 			s.Held = append(s.Held, d)
 		}
-		c.noticesSent = map[bundle.ID]bool{}
+		c.noticesSent = map[string]bool{}
 	} else {
 		c.mySeq++
 	}
@@ -233,10 +233,12 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 		}
 	}
 	if notices, err := n.state.notices(n.now()); err == nil {
+		// Verified notices first: they are the ones this node vouches for.
+		notices = append(notices, n.relayedNotices(n.now())...)
 		c.mu.Lock()
 		for _, nt := range notices {
-			if !c.noticesSent[nt.Subject] && len(s.Notices) < 1000 {
-				c.noticesSent[nt.Subject] = true
+			if k := noticeKey(nt); !c.noticesSent[k] && len(s.Notices) < 1000 {
+				c.noticesSent[k] = true
 				s.Notices = append(s.Notices, nt)
 			}
 		}
@@ -336,11 +338,14 @@ func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 	for _, p := range s.Partials {
 		c.peerPartial[p.Digest] = p.Received
 	}
-	// A bundle the peer holds, or (as its delivery notice says) took and
-	// delivered, is confirmed.
+	// A bundle the peer holds, or (as its own delivery notice says) took
+	// and delivered, is confirmed. Notices the peer merely passes on do
+	// not count: it may pass on notices it could not verify.
 	noticed := make(map[control.Digest]bool, len(s.Notices))
 	for _, nt := range s.Notices {
-		noticed[control.DigestOf(nt.Subject)] = true
+		if nt.Destination.SameNode(c.peer) {
+			noticed[control.DigestOf(nt.Subject)] = true
+		}
 	}
 	var confirmed []bundle.ID
 	for d, id := range c.sent {
@@ -386,25 +391,18 @@ func (c *contact) acceptRefusals(ctx context.Context, refused []control.Refusal)
 		delete(c.sent, r.Digest)
 		c.mu.Unlock()
 		if !ok {
-			n.mu.Lock()
-			h, held := n.held[r.Digest]
-			n.mu.Unlock()
-			if !held {
-				continue // not (or no longer) this node's
-			}
-			id = h.ID
+			// Not awaiting confirmation: the transport reported the
+			// refusal itself, or the bundle is being sent again, and that
+			// send's outcome will be recorded.
+			continue
 		}
-		attempts, recorded := 1, false
+		attempts := 1
 		if prog, err := n.store.ProgressOf(ctx, id); err == nil {
 			for _, p := range prog {
 				if p.Dest == c.dest {
 					attempts = max(p.Attempts, 1)
-					recorded = p.State == store.Failed
 				}
 			}
-		}
-		if !ok && recorded {
-			continue // the transport reported this refusal already
 		}
 		rej := &convergence.RejectError{Reason: r.Reason, Transient: r.Transient, Err: errors.New("the peer refused it once it had arrived whole (from the peer's summary)")}
 		c.refusedSend(ctx, id, attempts, rej, fmt.Errorf("%s refused %s: %w", c.peer, id, rej))
@@ -524,7 +522,7 @@ func (c *contact) consider(ctx context.Context, d control.Digest, id bundle.ID, 
 		return
 	}
 	b := meta.Bundle
-	if !n.forwardable(b, meta.From, c.peer) {
+	if !n.forwardable(meta, c.peer) {
 		return
 	}
 	toDestination := b.Primary.Destination.SameNode(c.peer)
@@ -618,14 +616,29 @@ func (c *contact) send(ctx context.Context, d control.Digest, meta store.Meta, r
 	}
 	var rej *convergence.RejectError
 	if errors.As(err, &rej) {
+		if out.Primary.IsFragment() && !rej.Transient {
+			// A refused resumption says nothing final about the bundle:
+			// the peer's partial reception may have gone (expired,
+			// completed from another peer), and a lone fragment is refused
+			// where signatures are required. The next attempt sends what
+			// the peer's summary then shows it lacks.
+			rej = &convergence.RejectError{Reason: rej.Reason, Transient: true, Err: rej.Err}
+		}
 		c.refusedSend(ctx, id, prog.Attempts, rej, err)
 		return
 	}
-	if ctx.Err() == nil && c.sess.Err() == nil {
-		n.errors.Record(c.peer, n.now())
-	}
 	n.metrics.sendErrors.WithLabelValues("transient").Inc()
-	_, _ = n.store.MarkRetry(context.WithoutCancel(ctx), id, c.dest, time.Time{}, err)
+	next := time.Time{}
+	if ctx.Err() == nil && c.sess.Err() == nil {
+		// The link failed while the contact lasts: back off, or a peer
+		// that keeps failing would be hammered at once, in step with every
+		// other bundle queued for it.
+		n.errors.Record(c.peer, n.now())
+		next = n.now().Add(n.backoff.Delay(prog.Attempts))
+	}
+	// Otherwise the contact itself ended: the next contact should try at
+	// once, as for what was sent but not confirmed (see close).
+	_, _ = n.store.MarkRetry(context.WithoutCancel(ctx), id, c.dest, next, err)
 }
 
 // refusedSend records the peer's refusal of a bundle, as its transport

@@ -5,6 +5,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/gateway/store"
 )
 
 // blockSprayCopies is a private-use extension block (type 193) that carries
@@ -62,9 +63,10 @@ func (n *Node) prepareForward(stored *bundle.Bundle, receivedAt time.Time, peerC
 	return b
 }
 
-// forwardable reports whether a bundle this node holds may go to peer at
-// all, whatever the strategy says.
-func (n *Node) forwardable(b *bundle.Bundle, from string, peer bundle.EID) bool {
+// forwardable reports whether a held bundle may go to peer at all,
+// whatever the strategy says.
+func (n *Node) forwardable(m store.Meta, peer bundle.EID) bool {
+	b := m.Bundle
 	dst := b.Primary.Destination
 	if dst.IsSingleton() && dst.SameNode(n.id) {
 		return false // it is here: its destination has it
@@ -72,13 +74,18 @@ func (n *Node) forwardable(b *bundle.Bundle, from string, peer bundle.EID) bool 
 	if b.IsAdminRecord() && dst.SameNode(n.id) {
 		return false
 	}
-	if from == "peer:"+peer.String() {
+	if m.From == "peer:"+peer.String() {
 		return false // never back to the node it came from
 	}
 	if prev, ok, _ := b.PreviousNode(); ok && prev.SameNode(peer) {
 		return false
 	}
 	if hc, ok, _ := b.HopCount(); ok && hc.Count+1 > hc.Limit {
+		return false
+	}
+	// The sweeper deletes expired bundles only every sweep interval; one
+	// sent in between would only be refused as expired by the peer.
+	if !m.ExpiresAt.After(n.now()) {
 		return false
 	}
 	return true

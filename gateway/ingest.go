@@ -12,17 +12,25 @@ import (
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/convergence"
 	"github.com/mulegate/mulegate/gateway/store"
+	"github.com/mulegate/mulegate/policy/acl"
 	"github.com/mulegate/mulegate/policy/bpsec"
 	"go.uber.org/zap"
 )
 
-// door says through which of the three doors a bundle came in.
+// door says through which of the three doors a bundle came in. Two more
+// kinds are internal: "local" for bundles this node originates itself
+// (status reports), and "reassembly" for a bundle rebuilt here from the
+// fragments that came in through the doors.
 type door struct {
-	kind    string     // "api", "peer", "adapter", "local"
+	kind    string     // "api", "peer", "adapter", "local", "reassembly"
 	peer    bundle.EID // kind "peer": the authenticated previous hop
 	adapter string     // kind "adapter": its name
 	// sign: this node originates the bundle and signs it (not for "peer").
 	sign bool
+	// blockUnsupported: a block this node cannot process asked for a status
+	// report (RFC 9171 §4.2.4), so the reception report says
+	// block_unsupported. admit sets it.
+	blockUnsupported bool
 }
 
 func (d door) from() string {
@@ -41,13 +49,14 @@ var ErrDelivered = bundle.NewError(bundle.ReasonNoInformation, "bundle already d
 
 // admit runs the checks that come before any payload byte is read: the
 // unknown-block flags, the limits, and the delivery notices. It may remove
-// blocks from b that their flags say to discard.
-func (n *Node) admit(ctx context.Context, d door, b *bundle.Bundle) error {
+// blocks from b that their flags say to discard, and records in d whether
+// one of them asked for a report.
+func (n *Node) admit(ctx context.Context, d *door, b *bundle.Bundle) error {
 	n.metrics.received.WithLabelValues(d.kind).Inc()
 	report, err := b.ProcessUnknownBlocks(knownBlock)
-	if report {
-		n.report(ctx, b, reportReceived, bundle.ReasonBlockUnsupported)
-	}
+	// The report is sent once, with the outcome: by rejected if the bundle
+	// is refused, by stored if it is kept.
+	d.blockUnsupported = report
 	if err == nil {
 		err = n.limits.Check(b, n.now())
 	}
@@ -57,7 +66,7 @@ func (n *Node) admit(ctx context.Context, d door, b *bundle.Bundle) error {
 		}
 	}
 	if err != nil {
-		return n.rejected(d, b, err)
+		return n.rejected(ctx, *d, b, err)
 	}
 	return nil
 }
@@ -68,16 +77,46 @@ func knownBlock(t bundle.BlockType) bool {
 	return bundle.KnownBlockType(t) || t == blockSprayCopies
 }
 
-// rejected counts and logs a refusal, and returns err unchanged.
-func (n *Node) rejected(d door, b *bundle.Bundle, err error) error {
+// rejected counts and logs a refusal, sends the status reports it calls
+// for, and returns err unchanged.
+func (n *Node) rejected(ctx context.Context, d door, b *bundle.Bundle, err error) error {
 	reason := bundle.ReasonOf(err)
-	n.metrics.rejected.WithLabelValues(d.kind, reason.String(), kindOf(err)).Inc()
-	fields := []zap.Field{zap.String("door", d.from()), zap.String("reason", reason.String()), zap.Error(err)}
+	kind := kindOf(err)
+	n.metrics.rejected.WithLabelValues(d.kind, reason.String(), kind).Inc()
+	fields := []zap.Field{zap.String("door", d.from()), zap.String("reason", reason.String()), zap.String("kind", kind), zap.Error(err)}
 	if b != nil {
 		fields = append(fields, zap.String("bundle", b.ID().String()))
 	}
 	n.log.Info("bundle refused", fields...)
+	if b != nil && reportsRefusal(d, err) {
+		// The refusal must reach the sender even if the door is closing.
+		ctx = context.WithoutCancel(ctx)
+		if d.blockUnsupported {
+			n.report(ctx, b, reportReceived, bundle.ReasonBlockUnsupported)
+		}
+		n.report(ctx, b, reportDeleted, reason)
+	}
 	return err
+}
+
+// reportsRefusal says whether refusing a bundle deletes it in the sense of
+// RFC 9171 §5.10, which calls for a deletion report: the bundle came from
+// another node (through a peer, or as fragments rebuilt here), and the
+// refusal is final. The other doors hear of a refusal from the error
+// itself. A transient refusal (a rate limit, a cancelled transfer) deletes
+// nothing: the sender keeps the bundle and retries. A copy of a bundle
+// already delivered, or one from a peer not allowed to hand this node
+// anything, was never taken in; reporting on those would only let anyone
+// make this node send reports.
+func reportsRefusal(d door, err error) bool {
+	if d.kind != "peer" && d.kind != "reassembly" {
+		return false
+	}
+	if errors.Is(err, ErrDelivered) || errors.Is(err, acl.ErrPeerDenied) || errors.Is(err, store.ErrDuplicate) {
+		return false
+	}
+	_, transient := convergence.Classify(err)
+	return !transient
 }
 
 // ingest admits and stores a bundle from any door, then routes it. It
@@ -85,18 +124,19 @@ func (n *Node) rejected(d door, b *bundle.Bundle, err error) error {
 // acknowledge it. With keepPartial, an interrupted payload leaves a partial
 // reception in the store.
 func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.Reader, keepPartial bool) error {
-	if err := n.admit(ctx, d, b); err != nil {
+	if err := n.admit(ctx, &d, b); err != nil {
 		return err
 	}
-	// A peer's bundle is verified as it streams into the store; a bundle
-	// this node originates is signed as it streams in.
+	// A peer's bundle (or one reassembled from fragments peers brought) is
+	// verified as it streams into the store; a bundle this node originates
+	// is signed as it streams in.
 	var chk *bpsec.Check
 	var signing *bpsec.Signing
 	sinks := []io.Writer{}
-	if d.kind == "peer" {
-		c, err := n.verifyStart(b)
+	if d.kind == "peer" || d.kind == "reassembly" {
+		c, err := n.verifyStart(d, b)
 		if err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 		if c != nil {
 			chk = c
@@ -105,7 +145,7 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 	} else if d.sign && n.signKey != nil && b.Block(bundle.BlockIntegrity) == nil {
 		s, err := bpsec.NewSigning(b, *n.signKey)
 		if err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 		signing = s
 		sinks = append(sinks, s)
@@ -117,7 +157,7 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 			// works.
 			return err
 		}
-		return n.rejected(d, b, err)
+		return n.rejected(ctx, d, b, err)
 	}
 	defer w.Abort(false)
 	dst := io.Writer(w)
@@ -138,7 +178,7 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 	if chk != nil {
 		signer, err := chk.Finish()
 		if err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 		if chk.Signed() {
 			_ = n.state.setSigner(b.ID(), signatureStatus(signer))
@@ -146,17 +186,17 @@ func (n *Node) ingest(ctx context.Context, d door, b *bundle.Bundle, payload io.
 	}
 	if signing != nil {
 		if err := signing.Finish(); err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 		if err := w.SetBundle(b); err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 	}
 	if err := w.Commit(ctx); err != nil {
 		if errors.Is(err, store.ErrDuplicate) {
 			return err
 		}
-		return n.rejected(d, b, err)
+		return n.rejected(ctx, d, b, err)
 	}
 	n.stored(ctx, d, b)
 	return nil
@@ -177,7 +217,7 @@ func (n *Node) resume(ctx context.Context, d door, frag *bundle.Bundle, payload 
 	}
 	n.metrics.received.WithLabelValues(d.kind).Inc()
 	if err := n.limits.Check(frag, n.now()); err != nil {
-		return true, n.rejected(d, frag, err)
+		return true, n.rejected(ctx, d, frag, err)
 	}
 	w, err := n.store.Resume(ctx, whole)
 	if err != nil {
@@ -191,7 +231,7 @@ func (n *Node) resume(ctx context.Context, d door, frag *bundle.Bundle, payload 
 		return true, err
 	}
 	if err := w.Commit(ctx); err != nil {
-		return true, n.rejected(d, frag, err)
+		return true, n.rejected(ctx, d, frag, err)
 	}
 	meta, err := n.store.Get(ctx, whole)
 	if err != nil {
@@ -201,7 +241,7 @@ func (n *Node) resume(ctx context.Context, d door, frag *bundle.Bundle, payload 
 	// it streamed in: check the whole bundle now, and drop it if it fails.
 	if err := n.verifyStored(ctx, meta.Bundle); err != nil {
 		_ = n.store.Delete(context.WithoutCancel(ctx), whole, bundle.ReasonOf(err))
-		return true, n.rejected(d, meta.Bundle, err)
+		return true, n.rejected(ctx, d, meta.Bundle, err)
 	}
 	n.log.Info("resumed an interrupted transfer", zap.String("bundle", whole.String()), zap.Uint64("from", off), zap.Uint64("bytes", frag.Payload.Length))
 	n.stored(ctx, d, meta.Bundle)
@@ -219,7 +259,11 @@ func (n *Node) stored(ctx context.Context, d door, b *bundle.Bundle) {
 	id := b.ID()
 	n.log.Debug("bundle stored", zap.String("bundle", id.String()), zap.String("door", d.from()), zap.Stringer("destination", b.Primary.Destination), zap.Uint64("bytes", b.Payload.Length))
 	if d.kind == "peer" {
-		n.report(ctx, b, reportReceived, bundle.ReasonNoInformation)
+		reason := bundle.ReasonNoInformation
+		if d.blockUnsupported {
+			reason = bundle.ReasonBlockUnsupported
+		}
+		n.report(ctx, b, reportReceived, reason)
 	}
 	if n.strategy.InitialCopies() > 0 {
 		copies := n.strategy.InitialCopies()
@@ -232,6 +276,11 @@ func (n *Node) stored(ctx context.Context, d door, b *bundle.Bundle) {
 	}
 	n.route(ctx, b)
 	n.addHeld(b)
+	if b.Primary.IsFragment() && len(n.destinations(b.Primary.Destination)) > 0 {
+		// Held (and carried on) as it is; what this node delivers is the
+		// bundle rebuilt once all its fragments are here.
+		n.reassemble(ctx, b.ID().Whole(), b.Primary.TotalADULength)
+	}
 }
 
 // destinations are where a bundle goes on this node: a configured route
@@ -253,6 +302,11 @@ func (n *Node) route(ctx context.Context, b *bundle.Bundle) {
 	dst := b.Primary.Destination
 	id := b.ID()
 	dests := n.destinations(dst)
+	if b.Primary.IsFragment() {
+		// An application or an adapter only ever gets whole bundles: a
+		// fragment waits for the rest (see reassemble).
+		dests = nil
+	}
 	if len(dests) > 0 {
 		if err := n.store.Enqueue(ctx, id, dests...); err != nil {
 			n.log.Error("queueing a bundle", zap.String("bundle", id.String()), zap.Error(err))
@@ -308,7 +362,7 @@ func (n *Node) Send(ctx context.Context, req SendRequest, payload io.Reader) (bu
 		src = n.id
 	}
 	if !src.SameNode(n.id) {
-		return bundle.ID{}, n.rejected(door{kind: "api"}, nil, fmt.Errorf("%w: source %s is not an endpoint of this node (%s)", bundle.ErrBadSource, src, n.id))
+		return bundle.ID{}, n.rejected(ctx, door{kind: "api"}, nil, fmt.Errorf("%w: source %s is not an endpoint of this node (%s)", bundle.ErrBadSource, src, n.id))
 	}
 	if req.Destination.IsZero() || req.Destination.IsNone() {
 		return bundle.ID{}, fmt.Errorf("%w: a destination is required", bundle.ErrBadEID)
@@ -324,7 +378,7 @@ func (n *Node) Send(ctx context.Context, req SendRequest, payload io.Reader) (bu
 		HopLimit: hops, PayloadLength: req.Length,
 	})
 	if err != nil {
-		return bundle.ID{}, n.rejected(door{kind: "api"}, nil, err)
+		return bundle.ID{}, n.rejected(ctx, door{kind: "api"}, nil, err)
 	}
 	sign := n.cfg.Signatures.Sign
 	if req.Sign != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/gateway/control"
 	"github.com/mulegate/mulegate/gateway/store"
+	"github.com/mulegate/mulegate/policy/identity"
 	"go.uber.org/zap"
 )
 
@@ -39,10 +40,15 @@ func (n *Node) Register(ctx context.Context, endpoint bundle.EID) error {
 			return err
 		}
 		for _, m := range metas {
+			after = m.Arrival
+			if m.Bundle.Primary.IsFragment() {
+				// Applications get whole bundles only.
+				n.reassemble(ctx, m.ID.Whole(), m.Bundle.Primary.TotalADULength)
+				continue
+			}
 			if err := n.store.Enqueue(ctx, m.ID, "local:"+endpoint.String()); err != nil {
 				return err
 			}
-			after = m.Arrival
 		}
 		if len(metas) < 500 {
 			break
@@ -204,9 +210,30 @@ func (n *Node) noticeDelivered(ctx context.Context, b *bundle.Bundle) {
 	}
 }
 
+// maxRelayedNotices bounds the notices this node passes on without being
+// able to verify them (see acceptNotice). Anyone can make such notices, so
+// they must not grow without bound; one that does not fit is simply not
+// passed on, which costs only the purge it might have caused further on.
+const maxRelayedNotices = 4096
+
+// noticeKey tells notices apart by their signature as well as their
+// subject, so that a forged notice passed on first cannot crowd out the
+// genuine one about the same bundle.
+func noticeKey(nt control.Notice) string {
+	return nt.Subject.String() + "\x00" + string(nt.Signature)
+}
+
 // acceptNotice verifies a delivery notice a peer passed on and, if it holds,
 // deletes this node's copy of the bundle. A notice that does not verify
 // deletes nothing and is counted as rejected.
+//
+// The signer's certificate is checked without pinning: under trust on
+// first use, a notice counts only if its key is the one pinned when its
+// signer connected to this node directly. Anyone can make a self-signed
+// certificate for any node ID, so a notice from a node never met proves
+// nothing; it is passed on to peers (which may have met the signer) but
+// deletes nothing here and refuses nothing later. Pinning its key would
+// be worse: the real node would then be refused in its handshake.
 func (n *Node) acceptNotice(ctx context.Context, nt control.Notice) {
 	if _, known, _ := n.state.notice(nt.Subject); known {
 		return
@@ -217,9 +244,20 @@ func (n *Node) acceptNotice(ctx context.Context, nt control.Notice) {
 	if nt.Expires != 0 && nt.Expires.Time().Before(n.now()) {
 		return
 	}
+	key := noticeKey(nt)
+	n.mu.Lock()
+	_, relayed := n.relayed[key]
+	n.mu.Unlock()
+	if relayed {
+		return
+	}
 	chain, err := nt.Verify()
 	if err == nil {
-		_, err = n.trust.Verify(chain, nt.Destination.NodeID().String())
+		_, err = n.trust.VerifyKnown(chain, nt.Destination.NodeID().String())
+	}
+	if errors.Is(err, identity.ErrNotPinned) {
+		n.relayNotice(key, nt, err)
+		return
 	}
 	if err != nil {
 		n.metrics.notices.WithLabelValues("rejected").Inc()
@@ -231,6 +269,13 @@ func (n *Node) acceptNotice(ctx context.Context, nt control.Notice) {
 		return
 	}
 	n.metrics.notices.WithLabelValues("accepted").Inc()
+	n.mu.Lock()
+	for k, r := range n.relayed {
+		if r.Subject == nt.Subject {
+			delete(n.relayed, k) // the verified notice travels in its place
+		}
+	}
+	n.mu.Unlock()
 	// Delete the copy only if the notice is about a bundle for the signer.
 	meta, err := n.store.Get(ctx, nt.Subject)
 	if err != nil {
@@ -251,6 +296,41 @@ func (n *Node) acceptNotice(ctx context.Context, nt control.Notice) {
 	n.metrics.deleted.WithLabelValues("delivery_notice").Inc()
 	n.forgetHeld(nt.Subject)
 	n.log.Info("deleted a carried copy: its destination has it", zap.String("bundle", nt.Subject.String()), zap.Stringer("destination", nt.Destination))
+}
+
+// relayNotice keeps a notice this node cannot verify, to pass on in its
+// summaries and never act upon. The set lives in memory only: losing it in
+// a restart loses nothing this node relies on.
+func (n *Node) relayNotice(key string, nt control.Notice, why error) {
+	// One without an expiry would be passed on for as long as the node runs.
+	keep := nt.Expires != 0
+	n.mu.Lock()
+	if len(n.relayed) >= maxRelayedNotices {
+		keep = false
+	}
+	if keep {
+		n.relayed[key] = nt
+	}
+	n.mu.Unlock()
+	n.metrics.notices.WithLabelValues("unverified").Inc()
+	n.log.Info("delivery notice from a node never met: not acted upon",
+		zap.String("bundle", nt.Subject.String()), zap.Stringer("signer", nt.Destination), zap.Bool("passed_on", keep), zap.Error(why))
+}
+
+// relayedNotices returns the unverified notices still worth passing on at
+// now, and forgets the expired ones.
+func (n *Node) relayedNotices(now time.Time) []control.Notice {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]control.Notice, 0, len(n.relayed))
+	for k, nt := range n.relayed {
+		if nt.Expires != 0 && nt.Expires.Time().Before(now) {
+			delete(n.relayed, k)
+			continue
+		}
+		out = append(out, nt)
+	}
+	return out
 }
 
 // The status report kinds (RFC 9171 §6.1).

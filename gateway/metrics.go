@@ -21,7 +21,7 @@ type metrics struct {
 	bytesIn      *prometheus.CounterVec // by door
 	bytesOut     prometheus.Counter
 
-	notices         *prometheus.CounterVec // by outcome: created, accepted, rejected
+	notices         *prometheus.CounterVec // by outcome: created, accepted, rejected, unverified
 	summariesSent   prometheus.Counter
 	summariesRecv   prometheus.Counter
 	contactsOpened  prometheus.Counter
@@ -44,7 +44,7 @@ func newMetrics() *metrics {
 	m.deleted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_bundles_deleted_total", Help: "Bundles deleted, by reason."}, []string{"reason"})
 	m.bytesIn = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_payload_bytes_received_total", Help: "Payload bytes stored, by door."}, []string{"door"})
 	m.bytesOut = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_payload_bytes_sent_total", Help: "Payload bytes sent to peers."})
-	m.notices = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_delivery_notices_total", Help: "Delivery notices, by outcome (created, accepted, rejected)."}, []string{"outcome"})
+	m.notices = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_delivery_notices_total", Help: "Delivery notices, by outcome (created, accepted, rejected, unverified: from a node never met, passed on but not acted upon)."}, []string{"outcome"})
 	m.summariesSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_summaries_sent_total", Help: "Summary vectors sent to peers."})
 	m.summariesRecv = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_summaries_received_total", Help: "Summary vectors received from peers."})
 	m.contactsOpened = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_contacts_total", Help: "Contacts (convergence-layer sessions) that started."})

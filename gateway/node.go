@@ -71,6 +71,12 @@ type Node struct {
 	metrics  *metrics
 	started  time.Time
 
+	// reassemblyMu serialises reassembly (see reassemble).
+	reassemblyMu sync.Mutex
+	// reassembleOnStart: bundles whose fragments were all stored before a
+	// restart, possibly without being reassembled.
+	reassembleOnStart map[bundle.ID]uint64
+
 	seqMu  sync.Mutex
 	lastMs bundle.DTNTime
 	seq    uint64
@@ -80,6 +86,9 @@ type Node struct {
 	held      map[control.Digest]heldEntry
 	endpoints map[bundle.EID]bool // registered local endpoints
 	watchers  map[bundle.EID]map[chan struct{}]bool
+	// relayed: delivery notices passed on but not verified (see
+	// acceptNotice), by noticeKey.
+	relayed   map[string]control.Notice
 	peerInfo  map[bundle.EID]*peerInfo     // every peer ever seen or configured
 	peerIDs   map[bundle.EID]identity.Peer // authenticated identities from handshakes
 	listeners []convergence.Listener
@@ -165,6 +174,7 @@ func New(opts Options) (*Node, error) {
 		endpoints:   map[bundle.EID]bool{},
 		peerIDs:     map[bundle.EID]identity.Peer{},
 		watchers:    map[bundle.EID]map[chan struct{}]bool{},
+		relayed:     map[string]control.Notice{},
 		peerInfo:    map[bundle.EID]*peerInfo{},
 		queues:      map[string]*adapterQueue{},
 		started:     now(),
@@ -231,6 +241,7 @@ func (n *Node) quicLayer(sink convergence.Sink, events func(convergence.Event)) 
 		HandshakeTimeout:   q.HandshakeTimeout,
 		IdleTimeout:        q.IdleTimeout,
 		KeepAlive:          q.KeepAlive,
+		SendStallTimeout:   q.SendStallTimeout,
 	})
 }
 
@@ -256,9 +267,21 @@ func (n *Node) loadHeld(ctx context.Context) error {
 		}
 		dst := m.Bundle.Primary.Destination
 		n.held[control.DigestOf(h.ID)] = heldEntry{ID: h.ID, Dst: dst}
+		dests := n.destinations(dst)
+		if m.Bundle.Primary.IsFragment() {
+			// Fragments are never queued for delivery; a crash may have
+			// come between storing the last of them and reassembling.
+			if len(dests) > 0 {
+				if n.reassembleOnStart == nil {
+					n.reassembleOnStart = map[bundle.ID]uint64{}
+				}
+				n.reassembleOnStart[h.ID.Whole()] = m.Bundle.Primary.TotalADULength
+			}
+			return nil
+		}
 		// A crash between storing a bundle and queueing it leaves it
 		// without progress records: queue it now.
-		if dests := n.destinations(dst); len(dests) > 0 {
+		if len(dests) > 0 {
 			prog, err := n.store.ProgressOf(ctx, h.ID)
 			if err == nil && len(prog) == 0 {
 				return n.store.Enqueue(ctx, h.ID, dests...)
@@ -304,6 +327,17 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.goLoop(ctx, "sweeper", n.runSweeper)
+	n.mu.Lock()
+	pending := n.reassembleOnStart
+	n.reassembleOnStart = nil
+	n.mu.Unlock()
+	if len(pending) > 0 {
+		n.goLoop(ctx, "reassembly", func(ctx context.Context) {
+			for whole, total := range pending {
+				n.reassemble(ctx, whole, total)
+			}
+		})
+	}
 	n.mu.Lock()
 	for _, p := range n.peerInfo {
 		if p.Static {

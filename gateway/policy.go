@@ -112,31 +112,52 @@ func (n *Node) checkPeer(peer bundle.EID, op acl.Op, size uint64) error {
 	return nil
 }
 
+// ErrFragmentUnverifiable refuses a fragment whose destination requires a
+// signature: a signature covers the whole payload, so no fragment can show
+// one, and the fragment would be carried (and, at its destination,
+// reassembled) on nobody's authority. The sender should send the bundle
+// whole.
+var ErrFragmentUnverifiable = bundle.NewError(bundle.ReasonMissingSecurity, "a fragment cannot show the signature its destination requires")
+
 // verifyStart checks a peer's bundle's signature as far as its header
 // allows, and the senders' access list and rate limit. The returned Check
 // (nil when there is nothing to verify) must see the payload and be
 // finished before the bundle is committed.
-func (n *Node) verifyStart(b *bundle.Bundle) (*bpsec.Check, error) {
+//
+// A bundle whose signer cannot be authenticated here is judged as the
+// unsigned bundle it then is: by the claim of its source, which deny
+// entries and node-ID rules match, so that neither fragmenting a bundle
+// nor signing it with an unknown key dodges a blocklist or a rate limit.
+func (n *Node) verifyStart(d door, b *bundle.Bundle) (*bpsec.Check, error) {
+	required := n.verifier.Require.Required(b.Primary.Destination)
 	chk, err := n.verifier.Start(b)
-	if errors.Is(err, bpsec.ErrFragment) {
-		// A fragment's signature covers the whole payload: it can only be
-		// checked after reassembly. Fragments are carried unverified.
-		return nil, nil
-	}
-	if errors.Is(err, bpsec.ErrUntrustedSigner) && n.trust.TOFU() && !n.verifier.Require.Required(b.Primary.Destination) {
+	switch {
+	case errors.Is(err, bpsec.ErrFragment) && required:
+		return nil, fmt.Errorf("%w: %w", ErrFragmentUnverifiable, err)
+	case errors.Is(err, bpsec.ErrFragment):
+		// Carried as unsigned; if it is for this node, the reassembled
+		// bundle is verified whole (see reassemble).
+		chk, err = nil, nil
+	case errors.Is(err, bpsec.ErrUntrustedSigner) && n.trust.TOFU() && !required:
 		// Under trust on first use this node knows the keys only of nodes
 		// it met; a signature by any other node cannot be authenticated.
 		// Where no signature is required, such a bundle is carried as if
 		// unsigned. With a group CA configured, an unknown signer is
 		// refused instead.
-		return nil, nil
+		chk, err = nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	p := chk.Principal()
+	p := acl.Claimed(b.Primary.Source.NodeID().String())
+	if chk != nil {
+		p = chk.Principal()
+	}
 	if err := n.acl.CheckSender(p); err != nil {
 		return nil, err
+	}
+	if d.kind == "reassembly" {
+		return chk, nil // its fragments were charged as they came in
 	}
 	if err := n.rates.Senders.Allow(p, int64(b.Payload.Length)); err != nil {
 		return nil, convergence.RejectTransient(bundle.ReasonOf(err), err)
@@ -182,7 +203,7 @@ func (n *Node) Signature(m store.Meta) string {
 	if s := n.state.signer(m.ID); s != "" {
 		return s
 	}
-	if m.Bundle.Block(bundle.BlockIntegrity) != nil && !strings.HasPrefix(m.From, "peer:") {
+	if m.Bundle.Block(bundle.BlockIntegrity) != nil && !strings.HasPrefix(m.From, "peer:") && m.From != "reassembly" {
 		return "signed-here"
 	}
 	return ""

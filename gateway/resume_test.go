@@ -76,16 +76,28 @@ func TestResumeInterruptedTransfer(t *testing.T) {
 	// The same node comes back, from its data directory; the mule redials.
 	a2 := startNode(t, aCfg)
 	waitFor(t, "the mule to complete the bundle", func() bool { return holds(m, id) })
-	var second uint64
-	for _, p := range m.Peers() {
-		if p.Node == a2.ID().String() && p.Session != nil {
-			second = p.Session.BytesReceived
+	// What the sender wrote in its session with the mule: the resumed range
+	// and the summaries, never the part the mule kept.
+	var sent uint64
+	found := false
+	for _, p := range a2.Peers() {
+		if p.Node == m.ID().String() && p.Session != nil {
+			sent, found = p.Session.BytesSent, true
 		}
 	}
+	if !found {
+		t.Fatal("the restarted sender has no session with the mule: the resumed bytes cannot be counted")
+	}
 	missing := uint64(size) - kept
-	t.Logf("second contact: %d bytes on the wire for %d missing payload bytes", second, missing)
-	if second > missing+1<<20 {
-		t.Fatalf("the second contact carried %d bytes; only the missing %d (plus summaries) should travel", second, missing)
+	t.Logf("second contact: %d bytes on the wire for %d missing payload bytes", sent, missing)
+	if missing+1<<20 > size*3/4 {
+		t.Fatalf("the mule kept only %d of %d bytes: too little for the bounds below to tell a resumption from a resend", kept, size)
+	}
+	if sent < missing {
+		t.Fatalf("the second contact carried %d bytes, fewer than the %d missing: the bundle cannot have been completed through it", sent, missing)
+	}
+	if sent > missing+1<<20 {
+		t.Fatalf("the second contact carried %d bytes; only the missing %d (plus summaries) should travel, not the whole %d", sent, missing, size)
 	}
 	p, err := m.OpenPayload(ctx, id)
 	if err != nil {

@@ -53,7 +53,7 @@ func (n *Node) receive(ctx context.Context, s convergence.Session, b *bundle.Bun
 	d := door{kind: "peer", peer: s.Peer().NodeID()}
 	if isControl {
 		if err := n.checkPeer(d.peer, acl.OpRequest, 0); err != nil {
-			return n.rejected(d, b, err)
+			return n.rejected(ctx, d, b, err)
 		}
 		handled, err := n.receiveControl(ctx, s, b, payload)
 		if handled {
@@ -61,7 +61,7 @@ func (n *Node) receive(ctx context.Context, s convergence.Session, b *bundle.Bun
 		}
 	}
 	if err := n.checkPeer(d.peer, acl.OpSend, b.Payload.Length); err != nil {
-		return n.rejected(d, b, err)
+		return n.rejected(ctx, d, b, err)
 	}
 	if b.Primary.IsFragment() {
 		if done, err := n.resume(ctx, d, b, payload); done {
@@ -69,7 +69,7 @@ func (n *Node) receive(ctx context.Context, s convergence.Session, b *bundle.Bun
 		}
 	}
 	err := n.ingest(ctx, d, b, payload, true)
-	if errors.Is(err, store.ErrDuplicate) && !errors.Is(err, store.ErrInProgress) {
+	if (errors.Is(err, store.ErrDuplicate) && !errors.Is(err, store.ErrInProgress)) || errors.Is(err, ErrDelivered) {
 		// This node holds the bundle, or held it and delivered it: for the
 		// sender that is success (at-least-once, idempotent by bundle ID).
 		return nil

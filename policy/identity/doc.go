@@ -24,7 +24,10 @@
 // certificates, read from the trust directory. When neither is configured, the
 // node runs trust-on-first-use: it accepts any self-signed peer once and pins
 // its node ID to the SHA-256 of its public key in pins.json, refusing the same
-// node ID with a different key afterwards. Configuring any CA or trusted
+// node ID with a different key afterwards. Only handshakes pin
+// ([Trust.Verify]); a certificate that arrives inside data, such as a signed
+// delivery notice, is checked with [Trust.VerifyKnown], which accepts only
+// the key already pinned and pins nothing. Configuring any CA or trusted
 // certificate turns TOFU off.
 //
 // Every refusal is a *[VerifyError] whose Kind is one of the Err values of

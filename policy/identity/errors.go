@@ -33,6 +33,10 @@ var (
 	ErrKeyUsage = errors.New("certificate not allowed for peer authentication")
 	// ErrPinMismatch: trust-on-first-use pinned this node ID to another key.
 	ErrPinMismatch = errors.New("key differs from the pinned key")
+	// ErrNotPinned: under trust-on-first-use, a certificate that arrived in
+	// data (not in a handshake) names a node this node never met, so there
+	// is no pinned key to check it against.
+	ErrNotPinned = errors.New("node never met: no pinned key")
 	// ErrPinStoreFull: trust-on-first-use cannot pin another node.
 	ErrPinStoreFull = errors.New("pin store full")
 	// ErrBadSelfSignature: trust-on-first-use needs a certificate signed by

@@ -197,8 +197,25 @@ func (t *Trust) Pins() *PinStore { return t.pins }
 //
 // Verify does not check that the peer holds the private key; the TLS
 // handshake does that. Under trust-on-first-use, Verify records the pin when
-// it accepts a new node.
+// it accepts a new node, so it is for handshakes only: a chain that came
+// inside data goes to VerifyKnown.
 func (t *Trust) Verify(chain []*x509.Certificate, expectedNodeID string) (Peer, error) {
+	return t.verify(chain, expectedNodeID, true)
+}
+
+// VerifyKnown is Verify for a certificate chain that arrives inside data
+// (a delivery notice, say) rather than in a TLS handshake: it never pins.
+// Under trust-on-first-use it accepts the chain only if its key is the one
+// already pinned for the node, and refuses a node never met directly with
+// ErrNotPinned. Pinning from such data would let anyone who can make a
+// self-signed certificate claim a node ID before its owner ever connects,
+// and then lock the owner out. With CA roots or individually trusted
+// certificates it decides exactly as Verify does.
+func (t *Trust) VerifyKnown(chain []*x509.Certificate, expectedNodeID string) (Peer, error) {
+	return t.verify(chain, expectedNodeID, false)
+}
+
+func (t *Trust) verify(chain []*x509.Certificate, expectedNodeID string, learn bool) (Peer, error) {
 	if len(chain) == 0 || chain[0] == nil {
 		return Peer{}, &VerifyError{Kind: ErrNoCertificate, Reason: "the peer presented none"}
 	}
@@ -221,6 +238,9 @@ func (t *Trust) Verify(chain []*x509.Certificate, expectedNodeID string) (Peer, 
 	peer := Peer{NodeID: nodeID, Fingerprint: Fingerprint(leaf)}
 
 	if t.pins != nil {
+		if !learn {
+			return t.verifyPinned(leaf, peer)
+		}
 		return t.verifyTOFU(leaf, peer)
 	}
 	if slices.Contains(t.pinnedIDs[peer.Fingerprint], nodeID) {
@@ -254,6 +274,22 @@ func (t *Trust) verifyTOFU(leaf *x509.Certificate, peer Peer) (Peer, error) {
 		return Peer{}, &VerifyError{Kind: ErrPinMismatch, Cert: describe(leaf),
 			Reason: fmt.Sprintf("%s was pinned to key %s on first contact but now presents key %s; if that node really has a new key, remove its entry from %s",
 				peer.NodeID, pinned, peer.Fingerprint, t.pins.Path())}
+	}
+	peer.Via = ViaTOFU
+	return peer, nil
+}
+
+// verifyPinned accepts a leaf under trust-on-first-use only if its key is
+// the one pinned for its node ID, and leaves the pins as they are.
+func (t *Trust) verifyPinned(leaf *x509.Certificate, peer Peer) (Peer, error) {
+	pin, ok := t.pins.Lookup(peer.NodeID)
+	if !ok {
+		return Peer{}, &VerifyError{Kind: ErrNotPinned, Cert: describe(leaf),
+			Reason: fmt.Sprintf("%s never connected to this node directly, so its key is unknown; trust-on-first-use learns keys only in handshakes (configure a group CA to verify nodes never met)", peer.NodeID)}
+	}
+	if pin.Fingerprint != peer.Fingerprint {
+		return Peer{}, &VerifyError{Kind: ErrPinMismatch, Cert: describe(leaf),
+			Reason: fmt.Sprintf("%s is pinned to key %s, but this certificate holds key %s", peer.NodeID, pin.Fingerprint, peer.Fingerprint)}
 	}
 	peer.Via = ViaTOFU
 	return peer, nil

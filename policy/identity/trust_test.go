@@ -349,3 +349,76 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("describe = %q", got)
 	}
 }
+
+// TestVerifyKnownNeverPins: a chain that arrives inside data is accepted
+// under trust-on-first-use only with the key already pinned by a handshake,
+// and checking it pins nothing, so a forger who reaches a node first with a
+// self-signed certificate for someone else's node ID locks nobody out.
+func TestVerifyKnownNeverPins(t *testing.T) {
+	campfire := mustCA(t, "campfire")
+	met := mustGenerate(t, "dtn://met/")
+	metForger := mustGenerate(t, "dtn://met/")
+	stranger := mustGenerate(t, "dtn://stranger/")
+	strangerForger := mustGenerate(t, "dtn://stranger/")
+	alice := member(t, campfire, "campfire/alice", "dtn://alice/")
+
+	// handshake pins met's real key, as a direct connection would.
+	handshake := func(t *testing.T) *Trust {
+		tr := tofuTrust(t)
+		if _, err := tr.Verify(met.Chain(), "dtn://met/"); err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	withCA := func(t *testing.T) *Trust { return certTrust(t, campfire.Certificate()) }
+	tests := []struct {
+		name     string
+		trust    func(*testing.T) *Trust
+		chain    []*x509.Certificate
+		expected string
+		want     error // nil: accepted
+		wantVia  string
+	}{
+		{"TOFU: the pinned key of a node met before", handshake, met.Chain(), "dtn://met/", nil, ViaTOFU},
+		{"TOFU: another key for a node met before", handshake, metForger.Chain(), "dtn://met/", ErrPinMismatch, ""},
+		{"TOFU: a node never met", handshake, stranger.Chain(), "dtn://stranger/", ErrNotPinned, ""},
+		{"TOFU: the wrong node ID", handshake, met.Chain(), "dtn://stranger/", ErrNodeIDMismatch, ""},
+		{"CA: a member", withCA, alice.Chain(), "dtn://alice/", nil, ViaCA},
+		{"CA: a self-signed certificate", withCA, stranger.Chain(), "dtn://stranger/", ErrUntrusted, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := tc.trust(t)
+			var before []string
+			if tr.TOFU() {
+				before = tr.Pins().NodeIDs()
+			}
+			p, err := tr.VerifyKnown(tc.chain, tc.expected)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("VerifyKnown = %v, want accepted", err)
+				}
+				if p.Via != tc.wantVia || p.NodeID != tc.expected {
+					t.Fatalf("VerifyKnown = %+v, want %s via %s", p, tc.expected, tc.wantVia)
+				}
+			} else if !errors.Is(err, tc.want) {
+				t.Fatalf("VerifyKnown = %v, want %v", err, tc.want)
+			}
+			if tr.TOFU() {
+				if after := tr.Pins().NodeIDs(); fmt.Sprint(after) != fmt.Sprint(before) {
+					t.Fatalf("VerifyKnown changed the pins from %v to %v", before, after)
+				}
+			}
+		})
+	}
+
+	// The real stranger still gets in when it finally connects, although a
+	// forger's certificate for its node ID was checked first.
+	tr := handshake(t)
+	if _, err := tr.VerifyKnown(strangerForger.Chain(), "dtn://stranger/"); !errors.Is(err, ErrNotPinned) {
+		t.Fatalf("VerifyKnown of the forger = %v, want ErrNotPinned", err)
+	}
+	if _, err := tr.Verify(stranger.Chain(), "dtn://stranger/"); err != nil {
+		t.Fatalf("the real node is refused in its handshake after a forged notice: %v", err)
+	}
+}
