@@ -16,7 +16,8 @@
 //	  cert_file, key_file: a client certificate and its key
 //	  server_name:     the name to verify instead of the URL's host
 //	connect_timeout: one connection attempt (default "5s")
-//	publish_timeout: waiting for one PubAck (default "10s")
+//	publish_timeout: waiting for one PubAck, and for room to publish when
+//	                 256 messages already wait for theirs (default "10s")
 //	subject:         default subject template when the route gives no
 //	                 subject option: {src_node}, {dst_node}, {service},
 //	                 {date}, {seq} (e.g. "logs.{src_node}.{service}")
@@ -65,11 +66,17 @@
 //	Mulegate-Lifetime      the lifetime in milliseconds
 //	Mulegate-Signature     the node's verdict on the signature, when checked
 //
-// Deliver answers OK only once the PubAck arrived (a duplicate's too).
-// No PubAck in time, no responders, or no connection: Retry. A refusal
-// that no retry can change (the subject is bound to no stream, a message
-// too large with the object store off, no permission to publish, a sealed
-// stream, any other 4xx from JetStream): Reject, with the server's reason.
+// Deliver answers OK only once the PubAck for its own message arrived (a
+// duplicate's too). Deliveries that run at the same time are published
+// together, asynchronously, in as few writes as possible; at most 256
+// messages wait for their PubAck at once, and a delivery that finds no
+// room waits for some, up to publish_timeout.
+//
+// No PubAck in time, no room in time, no responders, or no connection:
+// Retry. A refusal that no retry can change (the subject is bound to no
+// stream, a message too large with the object store off, no permission to
+// publish, a sealed stream, any other 4xx from JetStream): Reject, with
+// the server's reason.
 //
 // A payload that does not fit in one message (the server's max_payload,
 // learnt from the connection, less the headers; or the stream's
@@ -158,6 +165,7 @@ type state struct {
 	log *zap.Logger
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	pub *pipeline // publishes the deliveries' messages
 
 	denied denials
 
@@ -239,14 +247,19 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 		nc.Close()
 		return err
 	}
-	st.nc, st.js = nc, js
+	pub, err := newPipeline(nc, publishWindow, time.Duration(cfg.PublishTimeout), time.Duration(cfg.PublishTimeout))
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	st.nc, st.js, st.pub = nc, js, pub
 
 	a.mu.Lock()
 	old := a.st
 	a.st = st
 	a.mu.Unlock()
 	if old != nil {
-		old.nc.Close()
+		old.close()
 	}
 	a.log.Info("configured", zap.Strings("urls", cfg.URLs), zap.Bool("connected", nc.IsConnected()))
 	return nil
@@ -303,9 +316,15 @@ func (a *Adapter) Close() error {
 	a.st = nil
 	a.mu.Unlock()
 	if st != nil {
-		st.nc.Close()
+		st.close()
 	}
 	return nil
+}
+
+// close stops publishing and closes the connection.
+func (st *state) close() {
+	st.pub.close()
+	st.nc.Close()
 }
 
 // ensureStreams creates the configured streams that are missing, once per

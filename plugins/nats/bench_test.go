@@ -152,6 +152,10 @@ func (ps procs) report(b *testing.B, before map[string]usage, elapsed time.Durat
 // Run all of it at once, with enough bundles for steady numbers:
 //
 //	go test -run '^$' -bench Deliver1KiB -benchtime 20000x ./plugins/nats
+//
+// With MULEGATE_TEST_ADAPTER_CPUPROFILE=FILE (or _TRACE=FILE), each adapter
+// process writes its CPU profile (or execution trace) to FILE.<pid>; the
+// test binary's own -cpuprofile covers the node's side.
 func BenchmarkDeliver1KiB(b *testing.B) {
 	const size = 1 << 10
 	payload := bytes.Repeat([]byte("x"), size)

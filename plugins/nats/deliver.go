@@ -49,19 +49,27 @@ func (st *state) subjectFor(m plugins.Meta) (string, error) {
 
 // OutboundHeaders are the headers a bundle's message carries.
 func OutboundHeaders(m plugins.Meta) nats.Header {
-	h := make(nats.Header, 8)
-	h[HeaderMsgID] = []string{headerValue(m.BundleID)}
-	h[HeaderSource] = []string{headerValue(m.Source)}
-	h[HeaderDestination] = []string{headerValue(m.Destination)}
+	// One array holds every value, to allocate once rather than once a
+	// header: this runs for every bundle. Each value's slice is capped at
+	// its length, so that an Add to one header cannot overwrite the next.
+	vals := make([]string, 0, 7)
+	h := make(nats.Header, 7)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set(HeaderMsgID, headerValue(m.BundleID))
+	set(HeaderSource, headerValue(m.Source))
+	set(HeaderDestination, headerValue(m.Destination))
 	if m.ReportTo != "" && m.ReportTo != "dtn:none" {
-		h[HeaderReportTo] = []string{headerValue(m.ReportTo)}
+		set(HeaderReportTo, headerValue(m.ReportTo))
 	}
 	if t := m.Created(); !t.IsZero() {
-		h[HeaderCreated] = []string{t.UTC().Format("2006-01-02T15:04:05.000Z07:00")}
+		set(HeaderCreated, t.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 	}
-	h[HeaderLifetime] = []string{strconv.FormatInt(m.Lifetime.Milliseconds(), 10)}
+	set(HeaderLifetime, strconv.FormatInt(m.Lifetime.Milliseconds(), 10))
 	if m.SignatureStatus != "" {
-		h[HeaderSignature] = []string{headerValue(m.SignatureStatus)}
+		set(HeaderSignature, headerValue(m.SignatureStatus))
 	}
 	return h
 }
@@ -135,9 +143,7 @@ func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Rea
 // take it instead; res.Reason says why.
 func (st *state) publish(ctx context.Context, msg *nats.Msg) (res plugins.Result, tooBig bool) {
 	start := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, time.Duration(st.cfg.PublishTimeout))
-	defer cancel()
-	ack, err := st.js.PublishMsg(pctx, msg)
+	ack, err := st.pub.publish(ctx, msg)
 	if err == nil {
 		if ack.Duplicate {
 			st.log.Debug("already published", zap.String("msg_id", msg.Header.Get(HeaderMsgID)), zap.String("stream", ack.Stream))
@@ -171,7 +177,10 @@ func (st *state) failed(ctx context.Context, subject string, start time.Time, er
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		return st.noStream(ctx, subject), false
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+	if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+		return plugins.RetryLater(0, fmt.Sprintf("no room to publish to %q: %d messages waited for their PubAck all of %v", subject, publishWindow, time.Duration(st.cfg.PublishTimeout))), false
+	}
+	if errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
 		return plugins.RetryLater(0, fmt.Sprintf("no PubAck for %q within %v", subject, time.Duration(st.cfg.PublishTimeout))), false
 	}
 	return plugins.RetryLater(0, fmt.Sprintf("publishing to %q: %v", subject, err)), false

@@ -430,6 +430,32 @@ func TestPublishPermissionDenied(t *testing.T) {
 	}
 }
 
+// TestDeliverWithoutPubAck: a message nobody acknowledges (a plain
+// subscriber, no stream, takes it) is retried after publish_timeout, not
+// counted as delivered.
+func TestDeliverWithoutPubAck(t *testing.T) {
+	srv := startEmbedded(t)
+	nc, _ := client(t, srv.URL())
+	if _, err := nc.Subscribe("silent.>", func(*natsgo.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ad := inProcess(t, obj{"urls": []string{srv.URL()}, "publish_timeout": "300ms"})
+	eventually(t, 10*time.Second, "connected", func() error { return ad.Check(t.Context()) })
+	meta, payload := testBundle(1, 10)
+	meta.Options["subject"] = "silent.x"
+	start := time.Now()
+	res := ad.Deliver(t.Context(), meta, bytes.NewReader(payload))
+	if res.Status != plugins.Retry || !strings.Contains(res.Reason, "no PubAck") {
+		t.Fatalf("Deliver with no PubAck = %v, want Retry", res)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("Deliver with no PubAck answered after %v; publish_timeout is 300ms", took)
+	}
+}
+
 // TestDeliverPayloadMustArriveWhole: a payload that breaks off or runs
 // long commits nothing, inline or to the object store.
 func TestDeliverPayloadMustArriveWhole(t *testing.T) {

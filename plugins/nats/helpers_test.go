@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"testing"
 	"time"
 
@@ -31,6 +32,13 @@ func TestMain(m *testing.M) {
 			if f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); err == nil {
 				_ = pprof.StartCPUProfile(f)
 				defer pprof.StopCPUProfile()
+			}
+		}
+		if p := os.Getenv("MULEGATE_TEST_ADAPTER_TRACE"); p != "" {
+			// To see what the adapter's goroutines wait for.
+			if f, err := os.Create(fmt.Sprintf("%s.%d", p, os.Getpid())); err == nil {
+				_ = trace.Start(f)
+				defer trace.Stop()
 			}
 		}
 		log := sdk.NewLogger()

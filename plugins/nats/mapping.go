@@ -76,18 +76,22 @@ func checkSubject(s string, wildcards bool) error {
 			return fmt.Errorf("%q: subjects cannot contain spaces or control characters", s)
 		}
 	}
-	toks := strings.Split(s, ".")
-	for i, t := range toks {
+	// Token by token, without splitting: this runs for every bundle.
+	for rest := s; ; {
+		t, after, more := strings.Cut(rest, ".")
 		switch {
 		case t == "":
 			return fmt.Errorf("%q has an empty token (two dots in a row, or a dot at an end)", s)
 		case (t == "*" || t == ">") && !wildcards:
 			return fmt.Errorf("%q: a subject to publish to cannot have wildcards", s)
-		case t == ">" && i != len(toks)-1:
+		case t == ">" && more:
 			return fmt.Errorf("%q: '>' can only be the last token", s)
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // subjectMatches tells whether subject (no wildcards) matches filter.
