@@ -211,19 +211,24 @@ func (n *Node) MetricsHandler() http.Handler {
 func (n *Node) MetricsRegistry() *prometheus.Registry { return n.metrics.reg }
 
 // gauges reads state on every scrape: peers, contacts, store use against
-// its quota, and queue depth per destination.
+// its quota and by kind, queue depth and bytes per destination and state,
+// and each adapter's state.
 type gauges struct{ n *Node }
 
 var (
-	descPeers      = prometheus.NewDesc("mulegate_peers", "Peers this node knows.", nil, nil)
-	descContacts   = prometheus.NewDesc("mulegate_contacts", "Live contacts (sessions with peers).", nil, nil)
-	descStoreBytes = prometheus.NewDesc("mulegate_store_bytes", "Bytes the store holds against its quota.", []string{"kind"}, nil)
-	descStoreCount = prometheus.NewDesc("mulegate_store_bundles", "Bundles the store holds against its quota.", []string{"kind"}, nil)
-	descQueue      = prometheus.NewDesc("mulegate_queue_depth", "Bundles per destination and progress state.", []string{"destination", "state"}, nil)
+	descPeers         = prometheus.NewDesc("mulegate_peers", "Peers this node knows.", nil, nil)
+	descContacts      = prometheus.NewDesc("mulegate_contacts", "Live contacts (sessions with peers).", nil, nil)
+	descStoreBytes    = prometheus.NewDesc("mulegate_store_bytes", "Bytes the store holds: used (bundles + partials + reserved) against the quota, and by kind (bundles, partials: interrupted receptions kept for resuming, reserved: receptions in progress).", []string{"kind"}, nil)
+	descStoreCount    = prometheus.NewDesc("mulegate_store_bundles", "Bundles the store holds: used against the quota, and by kind (bundles, partials, receiving, tombstones: IDs remembered after deletion).", []string{"kind"}, nil)
+	descQueue         = prometheus.NewDesc("mulegate_queue_depth", "Bundles per destination and progress state.", []string{"destination", "state"}, nil)
+	descQueueBytes    = prometheus.NewDesc("mulegate_queue_bytes", "Bytes (metadata and payload) of the bundles per destination and progress state; a bundle queued for two destinations counts for each.", []string{"destination", "state"}, nil)
+	descProgressBytes = prometheus.NewDesc("mulegate_store_progress_bytes", "Bytes of the bundles per progress state, summed over every destination.", []string{"state"}, nil)
+	descAdapterUp     = prometheus.NewDesc("mulegate_adapter_up", "1 while the adapter's process runs and its service answers Check, else 0.", []string{"adapter"}, nil)
+	descAdapterState  = prometheus.NewDesc("mulegate_adapter_state", "1 for the adapter's current state, 0 for the others: down (its process is not running: crashed, restarting), unreachable (running, but Check fails), up.", []string{"adapter", "state"}, nil)
 )
 
 func (g gauges) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descContacts, descStoreBytes, descStoreCount, descQueue} {
+	for _, d := range []*prometheus.Desc{descPeers, descContacts, descStoreBytes, descStoreCount, descQueue, descQueueBytes, descProgressBytes, descAdapterUp, descAdapterState} {
 		ch <- d
 	}
 }
@@ -231,18 +236,58 @@ func (g gauges) Describe(ch chan<- *prometheus.Desc) {
 func (g gauges) Collect(ch chan<- prometheus.Metric) {
 	n := g.n
 	n.mu.Lock()
-	peers, contacts := len(n.peerInfo), len(n.contacts)
+	peers, contacts, mgr := len(n.peerInfo), len(n.contacts), n.adapters
 	n.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, float64(peers))
-	ch <- prometheus.MustNewConstMetric(descContacts, prometheus.GaugeValue, float64(contacts))
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descPeers, float64(peers))
+	gauge(descContacts, float64(contacts))
 	st := n.store.Stats()
-	ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(st.UsedBytes), "used")
-	ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(st.MaxBytes), "quota")
-	ch <- prometheus.MustNewConstMetric(descStoreCount, prometheus.GaugeValue, float64(st.UsedBundles), "used")
-	ch <- prometheus.MustNewConstMetric(descStoreCount, prometheus.GaugeValue, float64(st.MaxBundles), "quota")
+	for kind, v := range map[string]int64{"used": st.UsedBytes, "quota": st.MaxBytes, "bundles": st.BundleBytes, "partials": st.PartialBytes, "reserved": st.ReservedB} {
+		gauge(descStoreBytes, float64(v), kind)
+	}
+	for kind, v := range map[string]int64{"used": st.UsedBundles, "quota": st.MaxBundles, "bundles": st.Bundles, "partials": st.Partials, "receiving": st.Receiving, "tombstones": st.Tombstones} {
+		gauge(descStoreCount, float64(v), kind)
+	}
+	byState := func(c store.StateCounts) map[string]int64 {
+		return map[string]int64{"pending": c.Pending, "in_flight": c.InFlight, "done": c.Done, "failed": c.Failed}
+	}
 	for dest, c := range st.Destinations {
-		for state, v := range map[string]int64{"pending": c.Pending, "in_flight": c.InFlight, "done": c.Done, "failed": c.Failed} {
-			ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(v), dest, state)
+		for state, v := range byState(c) {
+			gauge(descQueue, float64(v), dest, state)
+		}
+	}
+	for dest, c := range st.DestinationBytes {
+		for state, v := range byState(c) {
+			gauge(descQueueBytes, float64(v), dest, state)
+		}
+	}
+	for state, v := range byState(st.ProgressBytes) {
+		gauge(descProgressBytes, float64(v), state)
+	}
+	if mgr == nil {
+		return
+	}
+	for _, a := range mgr.Statuses() {
+		state := "up"
+		switch {
+		case !a.Running:
+			state = "down"
+		case !a.Reachable:
+			state = "unreachable"
+		}
+		up := 0.0
+		if state == "up" {
+			up = 1
+		}
+		gauge(descAdapterUp, up, a.Name)
+		for _, s := range []string{"down", "unreachable", "up"} {
+			v := 0.0
+			if s == state {
+				v = 1
+			}
+			gauge(descAdapterState, v, a.Name, s)
 		}
 	}
 }

@@ -27,7 +27,8 @@ type metrics struct {
 	contactsOpened  prometheus.Counter
 	statusReports   prometheus.Counter
 	sendErrors      *prometheus.CounterVec // by class: transient, fatal
-	adapterRestarts *prometheus.CounterVec
+	adapterRestarts *prometheus.CounterVec // by adapter
+	inboundRefused  *prometheus.CounterVec // by adapter, class (transient, fatal), action (nack, reject)
 }
 
 func newMetrics() *metrics {
@@ -50,8 +51,9 @@ func newMetrics() *metrics {
 	m.contactsOpened = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_contacts_total", Help: "Contacts (convergence-layer sessions) that started."})
 	m.statusReports = prometheus.NewCounter(prometheus.CounterOpts{Name: "mulegate_status_reports_sent_total", Help: "Bundle status reports this node originated."})
 	m.sendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_send_errors_total", Help: "Failed sends to peers, by class (transient, fatal)."}, []string{"class"})
-	m.adapterRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_adapter_restarts_total", Help: "Adapter process restarts."}, []string{"adapter"})
-	for _, c := range []prometheus.Collector{m.received, m.stored, m.rejected, m.peersRefused, m.forwarded, m.transmitted, m.delivered, m.expired, m.deleted, m.bytesIn, m.bytesOut, m.notices, m.summariesSent, m.summariesRecv, m.contactsOpened, m.statusReports, m.sendErrors, m.adapterRestarts} {
+	m.adapterRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_adapter_restarts_total", Help: "Adapter process launches after the first (a crashed or hung adapter restarted), successful or not."}, []string{"adapter"})
+	m.inboundRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mulegate_adapter_inbound_refused_total", Help: "Inbound messages the node did not take, by adapter, class (transient: nacked, offered again later; fatal: refused for good) and what the adapter was told (nack, reject: set aside for good)."}, []string{"adapter", "class", "action"})
+	for _, c := range []prometheus.Collector{m.received, m.stored, m.rejected, m.peersRefused, m.forwarded, m.transmitted, m.delivered, m.expired, m.deleted, m.bytesIn, m.bytesOut, m.notices, m.summariesSent, m.summariesRecv, m.contactsOpened, m.statusReports, m.sendErrors, m.adapterRestarts, m.inboundRefused} {
 		f(c)
 	}
 	return m

@@ -70,6 +70,23 @@ type Adapter interface {
 	Nack(ctx context.Context, receipt, reason string) error
 }
 
+// Rejecter is implemented by adapters that can set an inbound message
+// aside for good. It is optional, and not part of Adapter, so that adapters
+// written before it still build: the node asks for it with a type assertion
+// (and over gRPC, an adapter without it answers UNIMPLEMENTED, which the
+// node's side reads as ErrUnsupported).
+type Rejecter interface {
+	// Reject tells the adapter that the node refuses the message with this
+	// receipt for good (reason says why, for the operator): it can never
+	// become a bundle on this node, so offering it again would only fail
+	// again. The adapter moves the message out of its inbound queue to
+	// where an operator can find it, with the reason, and never offers it
+	// again; it does not delete it. Rejecting a receipt whose message is
+	// already gone returns nil. An adapter that has nowhere to put such a
+	// message returns ErrUnsupported, and the node falls back to Nack.
+	Reject(ctx context.Context, receipt, reason string) error
+}
+
 // Description is what Describe returns.
 type Description struct {
 	// Name is the adapter's type name, e.g. "dir".
@@ -286,7 +303,8 @@ var (
 	ErrUnsupported = errors.New("not supported by this adapter")
 	// ErrNotConfigured: Configure has not succeeded yet.
 	ErrNotConfigured = errors.New("adapter is not configured")
-	// ErrUnknownReceipt: Ack or Nack of a receipt the adapter does not know.
+	// ErrUnknownReceipt: Ack, Nack or Reject of a receipt the adapter does
+	// not know.
 	ErrUnknownReceipt = errors.New("unknown receipt")
 	// ErrInvalid: a malformed request.
 	ErrInvalid = errors.New("invalid request")

@@ -323,6 +323,18 @@ func (c *GRPCClient) Nack(ctx context.Context, receipt, reason string) error {
 	return nil
 }
 
+// Reject asks the adapter to set the message aside for good. An adapter
+// that does not implement it (UNIMPLEMENTED) gives an error matching
+// ErrUnsupported: the node then falls back to Nack.
+func (c *GRPCClient) Reject(ctx context.Context, receipt, reason string) error {
+	if _, err := c.rpc.Reject(ctx, &adapterpb.RejectRequest{Receipt: receipt, Reason: boundReason(reason)}); err != nil {
+		return fromStatus(ctx, "reject", err)
+	}
+	return nil
+}
+
+var _ Rejecter = (*GRPCClient)(nil)
+
 // grpcServer serves an Adapter implementation in the adapter's process.
 type grpcServer struct {
 	adapterpb.UnimplementedAdapterServer
@@ -495,6 +507,19 @@ func (s *grpcServer) Nack(ctx context.Context, req *adapterpb.NackRequest) (*ada
 		return nil, toStatus(err)
 	}
 	return &adapterpb.NackResponse{}, nil
+}
+
+// Reject serves the optional Reject: an adapter that does not implement
+// Rejecter answers UNIMPLEMENTED, as one built before Reject existed does.
+func (s *grpcServer) Reject(ctx context.Context, req *adapterpb.RejectRequest) (*adapterpb.RejectResponse, error) {
+	r, ok := s.impl.(Rejecter)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this adapter cannot set messages aside; the node nacks them instead")
+	}
+	if err := r.Reject(ctx, req.GetReceipt(), req.GetReason()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &adapterpb.RejectResponse{}, nil
 }
 
 // chunkReader turns a stream of chunks into an io.Reader that yields exactly

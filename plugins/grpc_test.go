@@ -91,8 +91,8 @@ func (a *recorder) payload(id string) []byte {
 // setup is how the two ends of a test connection are built.
 type setup struct {
 	name string
-	// server registers the adapter; old leaves DeliverSession out, as an
-	// adapter built before it existed.
+	// server registers the adapter; old leaves DeliverSession and Reject
+	// out, as an adapter built before they existed.
 	serverOpts []grpc.ServerOption
 	old        bool
 	dialOpts   []grpc.DialOption
@@ -117,6 +117,9 @@ func connect(t testing.TB, su setup, impl Adapter) (*GRPCClient, func()) {
 		desc := adapterpb.Adapter_ServiceDesc
 		desc.Streams = slices.DeleteFunc(slices.Clone(desc.Streams), func(sd grpc.StreamDesc) bool {
 			return sd.StreamName == "DeliverSession"
+		})
+		desc.Methods = slices.DeleteFunc(slices.Clone(desc.Methods), func(md grpc.MethodDesc) bool {
+			return md.MethodName == "Reject"
 		})
 		srv.RegisterService(&desc, &grpcServer{impl: impl})
 	} else if err := (&GRPCPlugin{Impl: impl}).GRPCServer(nil, srv); err != nil {
@@ -854,4 +857,65 @@ func sizeLabel(n int) string {
 		return fmt.Sprintf("%dMiB", n>>20)
 	}
 	return fmt.Sprintf("%dKiB", n>>10)
+}
+
+// rejecting is a recorder that can also set inbound messages aside.
+type rejecting struct {
+	*recorder
+	mu       sync.Mutex
+	rejected map[string]string // receipt → reason
+}
+
+func (a *rejecting) Reject(_ context.Context, receipt, reason string) error {
+	if receipt == "unknown" {
+		return fmt.Errorf("%w: %q", ErrUnknownReceipt, receipt)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.rejected[receipt] = reason
+	return nil
+}
+
+// Reject is optional: an adapter with it gets the receipt and the reason
+// (bounded like any reason), and its errors keep their kind; one without it,
+// or one built before it existed, answers with ErrUnsupported, which is the
+// node's cue to fall back to Nack.
+func TestRejectIsOptional(t *testing.T) {
+	long := strings.Repeat("refused ", 1000)
+	for _, su := range setups {
+		t.Run(su.name, func(t *testing.T) {
+			impl := &rejecting{recorder: newRecorder(), rejected: map[string]string{}}
+			c, _ := connect(t, su, impl)
+			err := c.Reject(t.Context(), "r1", "destination refused: bad EID")
+			if su.old {
+				if !errors.Is(err, ErrUnsupported) {
+					t.Fatalf("Reject on an adapter built before it = %v, want ErrUnsupported", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Reject(t.Context(), "r2", long); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Reject(t.Context(), "unknown", "x"); !errors.Is(err, ErrUnknownReceipt) {
+				t.Errorf("Reject of an unknown receipt = %v, want ErrUnknownReceipt", err)
+			}
+			impl.mu.Lock()
+			defer impl.mu.Unlock()
+			if got := impl.rejected["r1"]; got != "destination refused: bad EID" {
+				t.Errorf("adapter got reason %q", got)
+			}
+			if got := impl.rejected["r2"]; len(got) > MaxReasonLength || !strings.HasPrefix(got, "refused refused") {
+				t.Errorf("long reason arrived as %d bytes (limit %d)", len(got), MaxReasonLength)
+			}
+		})
+	}
+	t.Run("adapter without Reject", func(t *testing.T) {
+		c, _ := connect(t, setups[0], newRecorder())
+		if err := c.Reject(t.Context(), "r1", "x"); !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("Reject on an adapter without it = %v, want ErrUnsupported", err)
+		}
+	})
 }

@@ -349,3 +349,84 @@ func (s *Store) scanDest(ctx context.Context, op, dest string, after uint64, lim
 	}
 	return out, nil
 }
+
+// rescheduleBatch bounds the records Reschedule changes in one commit, so
+// that a long queue does not hold the index's write lock (and every other
+// writer) for one huge transaction. A variable so that a test can make
+// batches small.
+var rescheduleBatch = 4096
+
+// Reschedule makes every pending bundle for dest that is due after at due
+// at at instead, and returns how many it changed. Attempts, last errors and
+// the other states are left alone. It is for a destination that was
+// unreachable and is back: the backoff its bundles earned while it was down
+// (or just before anyone noticed) is no longer owed, and its queue should
+// flush at once rather than wait it out.
+func (s *Store) Reschedule(ctx context.Context, dest string, at time.Time) (int, error) {
+	const op = "reschedule"
+	if err := checkDest(op, dest); err != nil {
+		return 0, err
+	}
+	prefix := prefixOf(dest)
+	total := 0
+	for after := uint64(0); ; {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		if err := s.enter(op); err != nil {
+			return total, err
+		}
+		var (
+			changed int
+			more    bool
+			last    uint64
+		)
+		err := s.update(func(tx *bolt.Tx) error {
+			// fn may run more than once: start from the same place each time.
+			changed, more, last = 0, false, after
+			b := tx.Bucket(bktProgress)
+			type change struct {
+				key []byte
+				p   *progressRecord
+			}
+			var todo []change
+			c := b.Cursor()
+			for k, v := c.Seek(prefixKey(dest, after+1)); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				seq, ok := seqFromPrefixKey(k)
+				if !ok || len(k) != len(prefix)+8 {
+					continue
+				}
+				if len(todo) == rescheduleBatch {
+					more = true
+					break
+				}
+				last = seq
+				p, err := decodeProgress(v)
+				if err != nil || p.state != Pending || !p.next.After(at) {
+					continue
+				}
+				p.next = at
+				p.updated = s.now()
+				// Put after the scan: changing a bucket under its cursor is
+				// not safe in bbolt.
+				todo = append(todo, change{key: bytes.Clone(k), p: p})
+			}
+			for _, ch := range todo {
+				if err := b.Put(ch.key, encodeProgress(ch.p)); err != nil {
+					return err
+				}
+			}
+			changed = len(todo)
+			return nil
+		}, func() {})
+		s.leave()
+		if err != nil {
+			return total, ioErr(op, "", err)
+		}
+		total += changed
+		if !more {
+			return total, nil
+		}
+		after = last
+	}
+}

@@ -28,7 +28,10 @@
 // destination. Files and directories whose names start with '.' are
 // ignored: write a file as ".name" and rename it when complete, or copy it
 // in and rely on min_age. A fetched file stays until the node acknowledges
-// it, and only then is it removed.
+// it, and only then is it removed. A file the node refuses for good
+// (Reject) moves to inbox/rejected/, keeping its path, with the node's
+// reason in "<name>.reason" beside it; that directory is never scanned. A
+// file larger than the node takes is left where it is, with a warning.
 package dir
 
 import (
@@ -83,7 +86,10 @@ type state struct {
 	inbox *os.Root // nil without inbox
 }
 
-var _ plugins.Adapter = (*Adapter)(nil)
+var (
+	_ plugins.Adapter  = (*Adapter)(nil)
+	_ plugins.Rejecter = (*Adapter)(nil)
+)
 
 // New returns an unconfigured dir adapter.
 func New(log *zap.Logger) *Adapter {

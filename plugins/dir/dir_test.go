@@ -400,6 +400,101 @@ func TestInboundNackAndLimits(t *testing.T) {
 	}
 }
 
+// A file the node refuses for good moves to inbox/rejected/, keeping its
+// path, with the reason beside it, and is never offered again; an earlier
+// rejected file of the same name is kept; a file replaced since the fetch
+// stays (it is a new message); a file alone over the fetch's byte cap is
+// left alone and does not hold back the files behind it.
+func TestInboundReject(t *testing.T) {
+	inbox := t.TempDir()
+	_, ad := startDir(t, fmt.Sprintf(`{"inbox": %q, "default_destination": "dtn://cloud/inbox", "min_age": "0s", "nack_delay": "0s"}`, inbox), host.Options{})
+	rej, ok := ad.(plugins.Rejecter)
+	if !ok {
+		t.Fatalf("the host's adapter %T does not offer Reject", ad)
+	}
+	write(t, filepath.Join(inbox, "good.txt"), []byte("good"))
+	write(t, filepath.Join(inbox, "bad.txt"), []byte("bad, again"))
+	write(t, filepath.Join(inbox, "dtn/mule1/chat/bad.txt"), []byte("bad, nested"))
+	write(t, filepath.Join(inbox, "replaced.txt"), []byte("first version"))
+	// Rejected before, by hand or by an earlier run: kept as it is.
+	write(t, filepath.Join(inbox, "rejected/bad.txt"), []byte("bad, first"))
+	write(t, filepath.Join(inbox, "rejected/bad.txt.reason"), []byte("first reason"))
+
+	got := fetchAll(t, ad, plugins.FetchRequest{MaxMessages: 10})
+	if len(got) != 4 {
+		t.Fatalf("fetched %d messages, want 4 (nothing from rejected/): %v", len(got), keys(got))
+	}
+	write(t, filepath.Join(inbox, "replaced.txt"), []byte("second version, longer"))
+	reasons := map[string]string{
+		"bad.txt":                "destination refused: no such node",
+		"dtn/mule1/chat/bad.txt": "lifetime 48h exceeds max_lifetime 24h",
+		"replaced.txt":           "refused",
+	}
+	for p, reason := range reasons {
+		if err := rej.Reject(t.Context(), got[p].Receipt, reason); err != nil {
+			t.Fatalf("Reject %s: %v", p, err)
+		}
+	}
+	if err := ad.Ack(t.Context(), got["good.txt"].Receipt); err != nil {
+		t.Fatal(err)
+	}
+
+	files := []struct {
+		path, content, reason string // reason "": no reason file
+	}{
+		{"rejected/bad.txt", "bad, first", "first reason"},
+		{"rejected/bad.txt.1", "bad, again", reasons["bad.txt"]},
+		{"rejected/dtn/mule1/chat/bad.txt", "bad, nested", reasons["dtn/mule1/chat/bad.txt"]},
+		{"replaced.txt", "second version, longer", ""},
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join(inbox, f.path))
+		if err != nil || string(data) != f.content {
+			t.Errorf("%s: %q, %v; want %q", f.path, data, err, f.content)
+		}
+		r, err := os.ReadFile(filepath.Join(inbox, f.path+".reason"))
+		switch {
+		case f.reason == "" && err == nil:
+			t.Errorf("%s has a reason file: %q", f.path, r)
+		case f.reason != "" && (err != nil || !strings.HasPrefix(string(r), f.reason)):
+			t.Errorf("%s.reason: %q, %v; want it to start with %q", f.path, r, err, f.reason)
+		}
+	}
+	for _, p := range []string{"bad.txt", "dtn/mule1/chat/bad.txt", "good.txt"} {
+		if exists(t, filepath.Join(inbox, p)) {
+			t.Errorf("%s is still in the inbox", p)
+		}
+	}
+	// Only the replaced file comes back; rejected ones never do.
+	again := fetchAll(t, ad, plugins.FetchRequest{MaxMessages: 10})
+	if len(again) != 1 || string(again["replaced.txt"].data) != "second version, longer" {
+		t.Errorf("after Reject, offered %v; want only the replaced file", keys(again))
+	}
+	if err := rej.Reject(t.Context(), got["bad.txt"].Receipt, "again"); err != nil {
+		t.Errorf("second Reject of a file already moved: %v", err)
+	}
+	if err := rej.Reject(t.Context(), "not a receipt", "x"); !errors.Is(err, plugins.ErrInvalid) {
+		t.Errorf("Reject(garbage) = %v, want ErrInvalid", err)
+	}
+
+	// Oversized, and older than the small one: the small one is offered.
+	if err := ad.Nack(t.Context(), again["replaced.txt"].Receipt, "later"); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(inbox, "huge.bin"), bytes.Repeat([]byte("x"), 1000))
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(inbox, "huge.bin"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	small := fetchAll(t, ad, plugins.FetchRequest{MaxMessages: 10, MaxBytes: 100})
+	if _, ok := small["replaced.txt"]; !ok || len(small) != 1 {
+		t.Errorf("with a 100-byte cap behind a 1000-byte file, offered %v; want replaced.txt", keys(small))
+	}
+	if !exists(t, filepath.Join(inbox, "huge.bin")) {
+		t.Error("the oversized file was removed")
+	}
+}
+
 func TestInboundLongPoll(t *testing.T) {
 	inbox := t.TempDir()
 	_, ad := startDir(t, fmt.Sprintf(`{"inbox": %q, "min_age": "0s"}`, inbox), host.Options{})

@@ -27,7 +27,14 @@ type candidate struct {
 	rel   string
 	dest  string
 	mtime time.Time
+	size  int64
 }
+
+// RejectedDir is the inbox directory that Reject moves files into (keeping
+// their path in the inbox), each with a "<name>.reason" file beside it. It is
+// never scanned, so a rejected file is never offered again; an operator who
+// has fixed the cause moves it back.
+const RejectedDir = "rejected"
 
 func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
 	st, err := a.state()
@@ -72,6 +79,13 @@ func (a *Adapter) offer(ctx context.Context, st *state, req plugins.FetchRequest
 		}
 		if err := ctx.Err(); err != nil {
 			return taken, err
+		}
+		if req.MaxBytes > 0 && c.size > req.MaxBytes {
+			// Alone over the cap: offering it would stop this fetch and
+			// every later one before it, and the files behind it would
+			// never be offered. It waits, and is said to wait, instead.
+			a.warnOnce(c.rel, fmt.Sprintf("leaving an inbox file alone: its %d bytes are more than the node takes (%d)", c.size, req.MaxBytes), nil)
+			continue
 		}
 		if !a.lease(c.rel, time.Duration(st.cfg.Lease)) {
 			continue // another Fetch took it meanwhile
@@ -134,6 +148,9 @@ func (a *Adapter) scan(st *state) ([]candidate, error) {
 			}
 			return nil // a subdirectory vanished or is unreadable; skip it
 		}
+		if p == RejectedDir && d.IsDir() {
+			return fs.SkipDir
+		}
 		if p != "." && strings.HasPrefix(d.Name(), ".") {
 			if d.IsDir() {
 				return fs.SkipDir
@@ -152,10 +169,10 @@ func (a *Adapter) scan(st *state) ([]candidate, error) {
 		}
 		dest, err := destinationFor(p, st.cfg.DefaultDestination)
 		if err != nil {
-			a.warnOnce(p, err)
+			a.warnOnce(p, "leaving an inbox file alone: its path names no destination", err)
 			return nil
 		}
-		out = append(out, candidate{rel: p, dest: dest, mtime: info.ModTime()})
+		out = append(out, candidate{rel: p, dest: dest, mtime: info.ModTime(), size: info.Size()})
 		return nil
 	})
 	slices.SortFunc(out, func(x, y candidate) int {
@@ -167,7 +184,7 @@ func (a *Adapter) scan(st *state) ([]candidate, error) {
 	return out, err
 }
 
-func (a *Adapter) warnOnce(p string, err error) {
+func (a *Adapter) warnOnce(p, msg string, err error) {
 	a.mu.Lock()
 	// Bounded: a directory of junk must not grow the adapter forever.
 	first := !a.warned[p] && len(a.warned) < 10000
@@ -176,7 +193,7 @@ func (a *Adapter) warnOnce(p string, err error) {
 	}
 	a.mu.Unlock()
 	if first {
-		a.log.Warn("leaving an inbox file alone: its path names no destination", zap.String("file", p), zap.Error(err))
+		a.log.Warn(msg, zap.String("file", p), zap.Error(err))
 	}
 }
 
@@ -329,4 +346,93 @@ func (a *Adapter) Nack(_ context.Context, rs, reason string) error {
 	a.log.Info("the node could not take an inbox file; offering it again later",
 		zap.String("file", r.rel), zap.String("reason", reason), zap.Duration("after", time.Duration(st.cfg.NackDelay)))
 	return nil
+}
+
+// Reject moves the file out of the inbox's way, to RejectedDir/<its path>,
+// and writes the node's reason to RejectedDir/<its path>.reason: it is
+// never offered again, and an operator finds it with the reason. The
+// reason is written first, so a crash between the two steps leaves the file
+// in the inbox, where it is offered (and rejected) again, never a rejected
+// file without its reason. An earlier rejected file of the same name is
+// kept: the new one gets a numbered name.
+func (a *Adapter) Reject(_ context.Context, rs, reason string) error {
+	r, err := parseReceipt(rs)
+	if err != nil {
+		return err
+	}
+	st, err := a.state()
+	if err != nil {
+		return err
+	}
+	if st.inbox == nil {
+		return fmt.Errorf("%w: this dir adapter has no inbox configured", plugins.ErrUnsupported)
+	}
+	defer a.unlease(r.rel)
+	fi, err := st.inbox.Lstat(r.rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // rejected twice, or removed by hand: either way gone
+	}
+	if err != nil {
+		return err
+	}
+	if !r.matches(fi) {
+		a.log.Warn("a rejected inbox file was replaced after it was fetched; keeping the new one, which will be offered",
+			zap.String("file", r.rel))
+		return nil
+	}
+	dir := path.Join(RejectedDir, path.Dir(r.rel))
+	if err := st.inbox.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("creating %s in the inbox for a rejected file: %w", dir, err)
+	}
+	target, err := freeName(st.inbox, path.Join(RejectedDir, r.rel))
+	if err != nil {
+		return err
+	}
+	note := fmt.Sprintf("%s\n\nrefused by the mulegate node at %s; it was inbox/%s\n", reason, time.Now().UTC().Format(time.RFC3339), r.rel)
+	tmp, err := writeTemp(st.inbox, path.Dir(target), func(f *os.File) error {
+		_, err := f.WriteString(note)
+		return err
+	})
+	if err == nil {
+		err = st.inbox.Rename(tmp, target+reasonSuffix)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the reason for rejected file %s: %w", r.rel, err)
+	}
+	if err := st.inbox.Rename(r.rel, target); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			_ = st.inbox.Remove(target + reasonSuffix)
+			return nil
+		}
+		return fmt.Errorf("moving rejected file %s to %s: %w", r.rel, target, err)
+	}
+	if err := syncDir(st.inbox, path.Dir(target)); err != nil {
+		return err
+	}
+	if err := syncDir(st.inbox, path.Dir(r.rel)); err != nil {
+		return err
+	}
+	a.log.Warn("the node refused an inbox file for good; moved it aside",
+		zap.String("file", r.rel), zap.String("to", target), zap.String("reason", reason))
+	return nil
+}
+
+// reasonSuffix names the file beside a rejected file that says why.
+const reasonSuffix = ".reason"
+
+// freeName returns name, or name with ".1", ".2", … added, whichever is
+// the first that neither exists nor has a reason file.
+func freeName(root *os.Root, name string) (string, error) {
+	for i := 0; i < 1000; i++ {
+		cand := name
+		if i > 0 {
+			cand = fmt.Sprintf("%s.%d", name, i)
+		}
+		_, err1 := root.Lstat(cand)
+		_, err2 := root.Lstat(cand + reasonSuffix)
+		if errors.Is(err1, fs.ErrNotExist) && errors.Is(err2, fs.ErrNotExist) {
+			return cand, nil
+		}
+	}
+	return "", fmt.Errorf("%s: a thousand rejected files of that name already; clear %s in the inbox", name, RejectedDir)
 }

@@ -359,6 +359,18 @@ func (in *instance) Nack(ctx context.Context, receipt, reason string) error {
 	return in.wrap(p.ad.Nack(ctx, receipt, reason))
 }
 
+// Reject forwards the optional Reject; an adapter without it answers with
+// an error matching plugins.ErrUnsupported.
+func (in *instance) Reject(ctx context.Context, receipt, reason string) error {
+	p, _, err := in.current()
+	if err != nil {
+		return err
+	}
+	return in.wrap(p.ad.Reject(ctx, receipt, reason))
+}
+
+var _ plugins.Rejecter = (*instance)(nil)
+
 // backoff is jittered exponential backoff with a cap.
 type backoff struct {
 	initial, max time.Duration

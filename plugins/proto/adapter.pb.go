@@ -18,9 +18,10 @@
 //
 // Errors. A unary call answers with a gRPC status when it fails:
 //   UNIMPLEMENTED        the adapter lacks the capability (e.g. Fetch on a
-//                        deliver-only adapter)
+//                        deliver-only adapter, or the optional Reject)
 //   FAILED_PRECONDITION  the adapter has not been configured yet
-//   NOT_FOUND            Ack/Nack of a receipt the adapter does not know
+//   NOT_FOUND            Ack/Nack/Reject of a receipt the adapter does not
+//                        know
 //   INVALID_ARGUMENT     a malformed request (e.g. a receipt it cannot parse)
 //   ABORTED              the service is unreachable right now; try later
 //   anything else        an internal failure, retried by the node
@@ -1545,6 +1546,97 @@ func (*NackResponse) Descriptor() ([]byte, []int) {
 	return file_adapter_proto_rawDescGZIP(), []int{22}
 }
 
+type RejectRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Receipt string                 `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// reason says why the node refuses the message, for the operator: keep it
+	// with the message (the dir adapter writes it to the ".reason" file).
+	// UTF-8, at most about 1 KiB.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectRequest) Reset() {
+	*x = RejectRequest{}
+	mi := &file_adapter_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectRequest) ProtoMessage() {}
+
+func (x *RejectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
+func (*RejectRequest) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RejectRequest) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *RejectRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RejectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectResponse) Reset() {
+	*x = RejectResponse{}
+	mi := &file_adapter_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectResponse) ProtoMessage() {}
+
+func (x *RejectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
+func (*RejectResponse) Descriptor() ([]byte, []int) {
+	return file_adapter_proto_rawDescGZIP(), []int{24}
+}
+
 var File_adapter_proto protoreflect.FileDescriptor
 
 const file_adapter_proto_rawDesc = "" +
@@ -1651,7 +1743,11 @@ const file_adapter_proto_rawDesc = "" +
 	"\vNackRequest\x12\x18\n" +
 	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0e\n" +
-	"\fNackResponse2\xb0\x05\n" +
+	"\fNackResponse\"A\n" +
+	"\rRejectRequest\x12\x18\n" +
+	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x10\n" +
+	"\x0eRejectResponse2\x83\x06\n" +
 	"\aAdapter\x12W\n" +
 	"\bDescribe\x12$.mulegate.adapter.v1.DescribeRequest\x1a%.mulegate.adapter.v1.DescribeResponse\x12Z\n" +
 	"\tConfigure\x12%.mulegate.adapter.v1.ConfigureRequest\x1a&.mulegate.adapter.v1.ConfigureResponse\x12N\n" +
@@ -1660,7 +1756,8 @@ const file_adapter_proto_rawDesc = "" +
 	"\x0eDeliverSession\x12#.mulegate.adapter.v1.SessionRequest\x1a$.mulegate.adapter.v1.SessionResponse(\x010\x01\x12P\n" +
 	"\x05Fetch\x12!.mulegate.adapter.v1.FetchRequest\x1a\".mulegate.adapter.v1.FetchResponse0\x01\x12H\n" +
 	"\x03Ack\x12\x1f.mulegate.adapter.v1.AckRequest\x1a .mulegate.adapter.v1.AckResponse\x12K\n" +
-	"\x04Nack\x12 .mulegate.adapter.v1.NackRequest\x1a!.mulegate.adapter.v1.NackResponseB6Z4github.com/mulegate/mulegate/plugins/proto;adapterpbb\x06proto3"
+	"\x04Nack\x12 .mulegate.adapter.v1.NackRequest\x1a!.mulegate.adapter.v1.NackResponse\x12Q\n" +
+	"\x06Reject\x12\".mulegate.adapter.v1.RejectRequest\x1a#.mulegate.adapter.v1.RejectResponseB6Z4github.com/mulegate/mulegate/plugins/proto;adapterpbb\x06proto3"
 
 var (
 	file_adapter_proto_rawDescOnce sync.Once
@@ -1675,7 +1772,7 @@ func file_adapter_proto_rawDescGZIP() []byte {
 }
 
 var file_adapter_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_adapter_proto_goTypes = []any{
 	(DeliverResponse_Status)(0), // 0: mulegate.adapter.v1.DeliverResponse.Status
 	(*DescribeRequest)(nil),     // 1: mulegate.adapter.v1.DescribeRequest
@@ -1701,8 +1798,10 @@ var file_adapter_proto_goTypes = []any{
 	(*AckResponse)(nil),         // 21: mulegate.adapter.v1.AckResponse
 	(*NackRequest)(nil),         // 22: mulegate.adapter.v1.NackRequest
 	(*NackResponse)(nil),        // 23: mulegate.adapter.v1.NackResponse
-	nil,                         // 24: mulegate.adapter.v1.BundleMeta.OptionsEntry
-	nil,                         // 25: mulegate.adapter.v1.InboundStart.HeadersEntry
+	(*RejectRequest)(nil),       // 24: mulegate.adapter.v1.RejectRequest
+	(*RejectResponse)(nil),      // 25: mulegate.adapter.v1.RejectResponse
+	nil,                         // 26: mulegate.adapter.v1.BundleMeta.OptionsEntry
+	nil,                         // 27: mulegate.adapter.v1.InboundStart.HeadersEntry
 }
 var file_adapter_proto_depIdxs = []int32{
 	3,  // 0: mulegate.adapter.v1.DescribeResponse.capabilities:type_name -> mulegate.adapter.v1.Capabilities
@@ -1712,11 +1811,11 @@ var file_adapter_proto_depIdxs = []int32{
 	14, // 4: mulegate.adapter.v1.SessionDelivery.meta:type_name -> mulegate.adapter.v1.BundleMeta
 	13, // 5: mulegate.adapter.v1.SessionResponse.results:type_name -> mulegate.adapter.v1.SessionResult
 	15, // 6: mulegate.adapter.v1.SessionResult.result:type_name -> mulegate.adapter.v1.DeliverResponse
-	24, // 7: mulegate.adapter.v1.BundleMeta.options:type_name -> mulegate.adapter.v1.BundleMeta.OptionsEntry
+	26, // 7: mulegate.adapter.v1.BundleMeta.options:type_name -> mulegate.adapter.v1.BundleMeta.OptionsEntry
 	0,  // 8: mulegate.adapter.v1.DeliverResponse.status:type_name -> mulegate.adapter.v1.DeliverResponse.Status
 	18, // 9: mulegate.adapter.v1.FetchResponse.start:type_name -> mulegate.adapter.v1.InboundStart
 	19, // 10: mulegate.adapter.v1.FetchResponse.end:type_name -> mulegate.adapter.v1.InboundEnd
-	25, // 11: mulegate.adapter.v1.InboundStart.headers:type_name -> mulegate.adapter.v1.InboundStart.HeadersEntry
+	27, // 11: mulegate.adapter.v1.InboundStart.headers:type_name -> mulegate.adapter.v1.InboundStart.HeadersEntry
 	1,  // 12: mulegate.adapter.v1.Adapter.Describe:input_type -> mulegate.adapter.v1.DescribeRequest
 	4,  // 13: mulegate.adapter.v1.Adapter.Configure:input_type -> mulegate.adapter.v1.ConfigureRequest
 	7,  // 14: mulegate.adapter.v1.Adapter.Check:input_type -> mulegate.adapter.v1.CheckRequest
@@ -1725,16 +1824,18 @@ var file_adapter_proto_depIdxs = []int32{
 	16, // 17: mulegate.adapter.v1.Adapter.Fetch:input_type -> mulegate.adapter.v1.FetchRequest
 	20, // 18: mulegate.adapter.v1.Adapter.Ack:input_type -> mulegate.adapter.v1.AckRequest
 	22, // 19: mulegate.adapter.v1.Adapter.Nack:input_type -> mulegate.adapter.v1.NackRequest
-	2,  // 20: mulegate.adapter.v1.Adapter.Describe:output_type -> mulegate.adapter.v1.DescribeResponse
-	5,  // 21: mulegate.adapter.v1.Adapter.Configure:output_type -> mulegate.adapter.v1.ConfigureResponse
-	8,  // 22: mulegate.adapter.v1.Adapter.Check:output_type -> mulegate.adapter.v1.CheckResponse
-	15, // 23: mulegate.adapter.v1.Adapter.Deliver:output_type -> mulegate.adapter.v1.DeliverResponse
-	12, // 24: mulegate.adapter.v1.Adapter.DeliverSession:output_type -> mulegate.adapter.v1.SessionResponse
-	17, // 25: mulegate.adapter.v1.Adapter.Fetch:output_type -> mulegate.adapter.v1.FetchResponse
-	21, // 26: mulegate.adapter.v1.Adapter.Ack:output_type -> mulegate.adapter.v1.AckResponse
-	23, // 27: mulegate.adapter.v1.Adapter.Nack:output_type -> mulegate.adapter.v1.NackResponse
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
+	24, // 20: mulegate.adapter.v1.Adapter.Reject:input_type -> mulegate.adapter.v1.RejectRequest
+	2,  // 21: mulegate.adapter.v1.Adapter.Describe:output_type -> mulegate.adapter.v1.DescribeResponse
+	5,  // 22: mulegate.adapter.v1.Adapter.Configure:output_type -> mulegate.adapter.v1.ConfigureResponse
+	8,  // 23: mulegate.adapter.v1.Adapter.Check:output_type -> mulegate.adapter.v1.CheckResponse
+	15, // 24: mulegate.adapter.v1.Adapter.Deliver:output_type -> mulegate.adapter.v1.DeliverResponse
+	12, // 25: mulegate.adapter.v1.Adapter.DeliverSession:output_type -> mulegate.adapter.v1.SessionResponse
+	17, // 26: mulegate.adapter.v1.Adapter.Fetch:output_type -> mulegate.adapter.v1.FetchResponse
+	21, // 27: mulegate.adapter.v1.Adapter.Ack:output_type -> mulegate.adapter.v1.AckResponse
+	23, // 28: mulegate.adapter.v1.Adapter.Nack:output_type -> mulegate.adapter.v1.NackResponse
+	25, // 29: mulegate.adapter.v1.Adapter.Reject:output_type -> mulegate.adapter.v1.RejectResponse
+	21, // [21:30] is the sub-list for method output_type
+	12, // [12:21] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1760,7 +1861,7 @@ func file_adapter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adapter_proto_rawDesc), len(file_adapter_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

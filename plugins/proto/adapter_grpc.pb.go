@@ -18,9 +18,10 @@
 //
 // Errors. A unary call answers with a gRPC status when it fails:
 //   UNIMPLEMENTED        the adapter lacks the capability (e.g. Fetch on a
-//                        deliver-only adapter)
+//                        deliver-only adapter, or the optional Reject)
 //   FAILED_PRECONDITION  the adapter has not been configured yet
-//   NOT_FOUND            Ack/Nack of a receipt the adapter does not know
+//   NOT_FOUND            Ack/Nack/Reject of a receipt the adapter does not
+//                        know
 //   INVALID_ARGUMENT     a malformed request (e.g. a receipt it cannot parse)
 //   ABORTED              the service is unreachable right now; try later
 //   anything else        an internal failure, retried by the node
@@ -56,6 +57,7 @@ const (
 	Adapter_Fetch_FullMethodName          = "/mulegate.adapter.v1.Adapter/Fetch"
 	Adapter_Ack_FullMethodName            = "/mulegate.adapter.v1.Adapter/Ack"
 	Adapter_Nack_FullMethodName           = "/mulegate.adapter.v1.Adapter/Nack"
+	Adapter_Reject_FullMethodName         = "/mulegate.adapter.v1.Adapter/Reject"
 )
 
 // AdapterClient is the client API for Adapter service.
@@ -150,6 +152,25 @@ type AdapterClient interface {
 	// Nack tells the adapter that the node could not take the message (e.g. its
 	// store is full). The adapter keeps it upstream and offers it again later.
 	Nack(ctx context.Context, in *NackRequest, opts ...grpc.CallOption) (*NackResponse, error)
+	// Reject tells the adapter that the node refuses the message for good: it
+	// can never become a bundle on this node (its destination is not a valid
+	// endpoint ID, its lifetime or size is over the node's limits, ...), so
+	// offering it again would only fail again. The adapter moves the message
+	// out of the inbound queue to where an operator can see it, with the
+	// reason, and never offers it again: a dead-letter queue, a "rejected"
+	// folder (the dir adapter moves the file to inbox/rejected/, with the
+	// reason in a ".reason" file beside it). It does not delete the message.
+	// Rejecting a receipt whose message is already gone succeeds.
+	//
+	// Reject is optional. An adapter that answers it with UNIMPLEMENTED (one
+	// built before it existed, or one that has nowhere to put such a message)
+	// gets a Nack instead, as before; the node then remembers the message's
+	// message_id for a while, and while it does, answers a new offer of it with
+	// a Nack at once, without taking the message in again, and backs its fetch
+	// loop off while nothing but such messages arrive. Transient refusals
+	// (the node's store is full, a rate limit) are always a Nack, never a
+	// Reject. Adding this RPC did not change the protocol version.
+	Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error)
 }
 
 type adapterClient struct {
@@ -255,6 +276,16 @@ func (c *adapterClient) Nack(ctx context.Context, in *NackRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adapterClient) Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejectResponse)
+	err := c.cc.Invoke(ctx, Adapter_Reject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdapterServer is the server API for Adapter service.
 // All implementations must embed UnimplementedAdapterServer
 // for forward compatibility.
@@ -347,6 +378,25 @@ type AdapterServer interface {
 	// Nack tells the adapter that the node could not take the message (e.g. its
 	// store is full). The adapter keeps it upstream and offers it again later.
 	Nack(context.Context, *NackRequest) (*NackResponse, error)
+	// Reject tells the adapter that the node refuses the message for good: it
+	// can never become a bundle on this node (its destination is not a valid
+	// endpoint ID, its lifetime or size is over the node's limits, ...), so
+	// offering it again would only fail again. The adapter moves the message
+	// out of the inbound queue to where an operator can see it, with the
+	// reason, and never offers it again: a dead-letter queue, a "rejected"
+	// folder (the dir adapter moves the file to inbox/rejected/, with the
+	// reason in a ".reason" file beside it). It does not delete the message.
+	// Rejecting a receipt whose message is already gone succeeds.
+	//
+	// Reject is optional. An adapter that answers it with UNIMPLEMENTED (one
+	// built before it existed, or one that has nowhere to put such a message)
+	// gets a Nack instead, as before; the node then remembers the message's
+	// message_id for a while, and while it does, answers a new offer of it with
+	// a Nack at once, without taking the message in again, and backs its fetch
+	// loop off while nothing but such messages arrive. Transient refusals
+	// (the node's store is full, a rate limit) are always a Nack, never a
+	// Reject. Adding this RPC did not change the protocol version.
+	Reject(context.Context, *RejectRequest) (*RejectResponse, error)
 	mustEmbedUnimplementedAdapterServer()
 }
 
@@ -380,6 +430,9 @@ func (UnimplementedAdapterServer) Ack(context.Context, *AckRequest) (*AckRespons
 }
 func (UnimplementedAdapterServer) Nack(context.Context, *NackRequest) (*NackResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Nack not implemented")
+}
+func (UnimplementedAdapterServer) Reject(context.Context, *RejectRequest) (*RejectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reject not implemented")
 }
 func (UnimplementedAdapterServer) mustEmbedUnimplementedAdapterServer() {}
 func (UnimplementedAdapterServer) testEmbeddedByValue()                 {}
@@ -517,6 +570,24 @@ func _Adapter_Nack_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Adapter_Reject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdapterServer).Reject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Adapter_Reject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdapterServer).Reject(ctx, req.(*RejectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Adapter_ServiceDesc is the grpc.ServiceDesc for Adapter service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -543,6 +614,10 @@ var Adapter_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Nack",
 			Handler:    _Adapter_Nack_Handler,
+		},
+		{
+			MethodName: "Reject",
+			Handler:    _Adapter_Reject_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -18,6 +18,14 @@
 // Logs go to stderr as JSON lines that the node re-logs under the adapter's
 // name (NewLogger). Never write to stdout: before the handshake the node
 // refuses an adapter that does, and after it the node logs stdout as noise.
+//
+// Optional interfaces are found by type assertion on the value given to
+// Serve: io.Closer (Serve calls Close when the node shuts the adapter down),
+// and plugins.Rejecter, for an adapter that fetches and can set a message
+// the node refuses for good aside (a dead-letter queue, a "rejected"
+// folder) instead of offering it again and again. Without Rejecter, Serve
+// answers the node's Reject with UNIMPLEMENTED and the node nacks such
+// messages instead.
 package sdk
 
 import (
