@@ -210,11 +210,25 @@ func (s *Store) dropPartial(op, idStr string, k idKey, seq uint64) error {
 // settle gives back what w reserved and releases its ID.
 func (s *Store) settle(w *Writer) {
 	s.mu.Lock()
+	s.settleLocked(w)
+	s.mu.Unlock()
+}
+
+// settleInto turns w's reservation into what its commit stored (d), in
+// one step: released first and applied after, in two, a concurrent Put
+// could reserve the room in between and take the store past its quota.
+func (s *Store) settleInto(w *Writer, d *delta) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settleLocked(w)
+	s.applyLocked(d)
+}
+
+func (s *Store) settleLocked(w *Writer) {
 	s.u.reservedB -= w.reserved
 	s.u.reserved -= w.resCount
 	w.reserved, w.resCount = 0, 0
 	delete(s.receiving, w.key)
-	s.mu.Unlock()
 }
 
 // Resume continues a partial reception: the Writer is positioned at the
@@ -442,10 +456,7 @@ func (w *Writer) Commit(ctx context.Context) error {
 		d.u.bundles++
 		d.u.bundleBytes += r.cost()
 		return nil
-	}, func() {
-		s.settle(w)
-		s.apply(&d)
-	})
+	}, func() { s.settleInto(w, &d) })
 	if err != nil {
 		w.discard()
 		return err
@@ -527,10 +538,7 @@ func (w *Writer) Abort(keepPartial bool) error {
 			d.u.partialBytes += r.cost()
 		}
 		return nil
-	}, func() {
-		s.settle(w)
-		s.apply(&d)
-	})
+	}, func() { s.settleInto(w, &d) })
 	if err != nil {
 		w.discard()
 		return err

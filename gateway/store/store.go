@@ -339,6 +339,10 @@ func (c *destCounts) add(from, to State, bytes int64) (empty bool) {
 func (s *Store) apply(d *delta) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.applyLocked(d)
+}
+
+func (s *Store) applyLocked(d *delta) {
 	s.u.add(d.u)
 	for _, m := range d.dests {
 		c := s.dests[m.dest]
