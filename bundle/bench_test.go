@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"testing"
+
+	"github.com/mulegate/mulegate/internal/heapwatch"
 )
 
 func benchBundle(b *testing.B, size int) (*Bundle, []byte) {
@@ -99,7 +101,7 @@ func BenchmarkStreamDecode1GiB(b *testing.B) {
 	}
 	trailer := tw.tail[len(tw.tail)-6:] // 0x44 + 4 CRC bytes + break
 	buf := make([]byte, 256<<10)
-	h := startHeapSampler()
+	h := heapwatch.Start()
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {

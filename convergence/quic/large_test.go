@@ -4,10 +4,10 @@ import (
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
-	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mulegate/mulegate/internal/heapwatch"
 )
 
 // TestLargeBundleBoundedMemory streams a 1 GiB bundle from a reader into the
@@ -25,8 +25,7 @@ func TestLargeBundleBoundedMemory(t *testing.T) {
 	ctx := testContext(t, 15*time.Minute)
 	p := newPair(ctx, t, nil, nil)
 
-	runtime.GC()
-	peak := watchHeap(t)
+	w := heapwatch.Start()
 
 	sent := sha256.New()
 	src := io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{42}), size), sent)
@@ -36,7 +35,7 @@ func TestLargeBundleBoundedMemory(t *testing.T) {
 	}
 	p.bob.sink.wait(ctx, t, "the 1 GiB bundle", func() bool { return len(p.bob.sink.got) == 1 })
 	elapsed := time.Since(start)
-	heap := peak()
+	heap, _ := w.Stop()
 	t.Logf("1 GiB in %v (%.0f MB/s); peak heap in use %.1f MiB", elapsed, size/elapsed.Seconds()/1e6, float64(heap)/(1<<20))
 
 	var want [32]byte
@@ -48,41 +47,5 @@ func TestLargeBundleBoundedMemory(t *testing.T) {
 	}
 	if heap > bound {
 		t.Errorf("peak heap in use %d MiB; the bound is %d MiB", heap>>20, bound>>20)
-	}
-}
-
-// watchHeap samples the heap in use until the test ends, and returns a
-// function reporting the peak so far.
-func watchHeap(t *testing.T) (peak func() uint64) {
-	var max atomic.Uint64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	sample := func() {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		if ms.HeapInuse > max.Load() {
-			max.Store(ms.HeapInuse)
-		}
-	}
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				sample()
-			case <-stop:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-done
-	})
-	return func() uint64 {
-		sample()
-		return max.Load()
 	}
 }

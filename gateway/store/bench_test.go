@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mulegate/mulegate/internal/heapwatch"
 )
 
 // BenchmarkPut1KiB stores 1 KiB bundles, each durable before Put returns,
@@ -67,7 +69,7 @@ func BenchmarkPut1GiB(b *testing.B) {
 	for i := range pat {
 		pat[i] = byte(i * 7)
 	}
-	h := startHeapSampler()
+	h := heapwatch.Start()
 	b.SetBytes(size)
 	var seq uint64
 	for b.Loop() {

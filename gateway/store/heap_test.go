@@ -4,57 +4,10 @@ import (
 	"context"
 	"hash/crc32"
 	"io"
-	"runtime"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/mulegate/mulegate/internal/heapwatch"
 )
-
-// heapSampler records the peak heap in use while something runs, by
-// sampling from a goroutine: there is no peak counter to read afterwards.
-// A sample every millisecond costs a few microseconds of stopped world;
-// a buffer sized to a payload would stay in use far longer than that.
-type heapSampler struct {
-	base uint64 // HeapInuse when sampling started, after a GC
-	peak atomic.Uint64
-	stop chan struct{}
-	done chan struct{}
-}
-
-func startHeapSampler() *heapSampler {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	h := &heapSampler{base: ms.HeapInuse, stop: make(chan struct{}), done: make(chan struct{})}
-	h.peak.Store(ms.HeapInuse)
-	go func() {
-		defer close(h.done)
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > h.peak.Load() {
-				h.peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-h.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return h
-}
-
-// Stop ends sampling and returns the peak HeapInuse and how far it rose
-// above where it started.
-func (h *heapSampler) Stop() (peak, rise uint64) {
-	close(h.stop)
-	<-h.done
-	peak = h.peak.Load()
-	return peak, peak - min(peak, h.base)
-}
 
 // TestLargePutHeap stores a 256 MiB payload from a reader that generates
 // it, then reads it back, and checks that neither ever holds much of it
@@ -73,7 +26,7 @@ func TestLargePutHeap(t *testing.T) {
 	}
 	b := mkBundle(t, 1, size)
 	sum := crc32.New(castagnoli)
-	h := startHeapSampler()
+	h := heapwatch.Start()
 	err := e.s.Put(ctx, b, "test", io.TeeReader(io.LimitReader(patternReader{pat}, size), sum))
 	peak, rise := h.Stop()
 	if err != nil {
@@ -84,7 +37,7 @@ func TestLargePutHeap(t *testing.T) {
 		t.Errorf("the heap in use rose by %d bytes during a Put of %d bytes; want under %d", rise, size, maxRise)
 	}
 
-	h = startHeapSampler()
+	h = heapwatch.Start()
 	p, err := e.s.OpenPayload(ctx, b.ID())
 	if err != nil {
 		h.Stop()

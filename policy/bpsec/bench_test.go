@@ -3,13 +3,11 @@ package bpsec
 import (
 	"bufio"
 	"io"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/internal/heapwatch"
 )
 
 // patternReader yields left bytes of a repeating pattern without holding
@@ -31,49 +29,6 @@ func (r *patternReader) Read(p []byte) (int, error) {
 	n := copy(p[:min(int64(len(p)), r.left)], pattern[r.left%int64(len(pattern)):])
 	r.left -= int64(n)
 	return n, nil
-}
-
-// heapPeak samples the heap in use until stopped and reports the peak above
-// the starting point.
-type heapPeak struct {
-	base, peak atomic.Uint64
-	stop       chan struct{}
-	wg         sync.WaitGroup
-}
-
-func startHeapPeak() *heapPeak {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	h := &heapPeak{stop: make(chan struct{})}
-	h.base.Store(m.HeapInuse)
-	h.peak.Store(m.HeapInuse)
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-h.stop:
-				return
-			case <-t.C:
-				var m runtime.MemStats
-				runtime.ReadMemStats(&m)
-				if m.HeapInuse > h.peak.Load() {
-					h.peak.Store(m.HeapInuse)
-				}
-			}
-		}
-	}()
-	return h
-}
-
-// done returns the peak growth of the heap in use, in bytes.
-func (h *heapPeak) done() uint64 {
-	close(h.stop)
-	h.wg.Wait()
-	return h.peak.Load() - min(h.base.Load(), h.peak.Load())
 }
 
 // signAndVerify signs a bundle with an n-byte payload streamed from a
@@ -124,9 +79,9 @@ func TestStreamingBoundedHeap(t *testing.T) {
 	ca := newTestCA(t, "campfire")
 	key := ca.issue(t, "campfire/alice", "dtn://alice/", time.Time{}, time.Time{})
 	v := &Verifier{Trust: ca.trust(t)}
-	h := startHeapPeak()
+	h := heapwatch.Start()
 	signAndVerify(t, v, key, 256<<20)
-	if peak := h.done(); peak > 16<<20 {
+	if _, peak := h.Stop(); peak > 16<<20 {
 		t.Errorf("heap grew by %d MiB streaming 256 MiB", peak>>20)
 	}
 }
@@ -140,7 +95,7 @@ func BenchmarkSignVerify1GiB(b *testing.B) {
 	ca := newTestCA(b, "campfire")
 	key := ca.issue(b, "campfire/alice", "dtn://alice/", time.Time{}, time.Time{})
 	v := &Verifier{Trust: ca.trust(b)}
-	h := startHeapPeak()
+	h := heapwatch.Start()
 	var sign, verify time.Duration
 	b.ResetTimer()
 	for range b.N {
@@ -149,7 +104,7 @@ func BenchmarkSignVerify1GiB(b *testing.B) {
 		verify += vd
 	}
 	b.StopTimer()
-	peak := h.done()
+	_, peak := h.Stop()
 	mb := float64(n) / 1e6 * float64(b.N)
 	b.ReportMetric(mb/sign.Seconds(), "sign-MB/s")
 	b.ReportMetric(mb/verify.Seconds(), "encode+decode+verify-MB/s")
