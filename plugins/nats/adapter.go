@@ -45,7 +45,8 @@
 //	  ack_wait:        redelivery after this without an Ack (default "1m")
 //	  nack_delay:      redelivery after a Nack (default "5s"; "0s": at once)
 //	  dead_letter:     subject (bound to a stream) for messages with no
-//	                   destination; empty: they are terminated instead
+//	                   destination, and for those the node rejects; empty:
+//	                   they are terminated with the reason instead
 //	  lifetime:        bundle lifetime asked for inbound messages (default: the node's)
 //
 // The connection is made in the background and retried forever: a server
@@ -94,9 +95,11 @@
 // says: "<prefix>.<node>.<a>.<b>" is dtn://<node>/<a>/<b> (so
 // "to.nodeC.inbox" is dtn://nodeC/inbox) and "<prefix>.<node>" is
 // dtn://<node>/. ipn endpoints and node names with dots need the header.
-// A message with no usable destination is republished to dead_letter with
-// a Mulegate-Dead-Reason header and then acknowledged, or, without
-// dead_letter, terminated with that reason: never dropped silently. A
+// A message with no usable destination is set aside: republished to
+// dead_letter with a Mulegate-Dead-Reason header and then terminated, or,
+// without dead_letter, terminated with that reason (the server announces
+// a termination, with its reason, in a MSG_TERMINATED advisory): never
+// dropped silently, never offered again. A
 // reference message (Mulegate-Object) is offered with the object's bytes,
 // streamed and checked against its digest; only references into the
 // adapter's own bucket are followed, others are dead letters.
@@ -105,10 +108,14 @@
 // and its receipt is its JetStream ack subject. The message stays pending
 // on the consumer until the node Acks it (a double ack, confirmed by the
 // server) or Nacks it (redelivered after nack_delay); a message the node
-// neither acks nor nacks is redelivered after ack_wait. Receipts are kept
+// neither acks nor nacks is redelivered after ack_wait. A message the node
+// Rejects (it can never become a bundle there: its destination, lifetime
+// or size is refused by the node's limits or policy) is set aside as one
+// with no destination is, with the node's reason. Receipts are kept
 // in a table bounded by max_ack_pending and ack_wait; a receipt that has
 // left the table (or one from before an adapter restart) is still acked by
-// its ack subject, and one that is not an ack subject of this consumer is
+// its ack subject (and rejected: the message is read back from the stream
+// by the sequence the ack subject names), and one that is not an ack subject of this consumer is
 // unknown (plugins.ErrUnknownReceipt).
 package nats
 

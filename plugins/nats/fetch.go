@@ -319,46 +319,76 @@ func inboundHeaders(msg jetstream.Msg, md *jetstream.MsgMetadata) map[string]str
 }
 
 // deadLetter takes a message with no usable destination off the consumer
-// without losing it: republished to the dead-letter subject with the
-// reason and then acknowledged, or terminated with the reason.
+// without losing it (see setAside). If that fails, the message is offered
+// to the adapter again after deadLetterRetry, and set aside then.
 func (st *state) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
-	in := st.cfg.Inbound
 	log := st.log.With(zap.String("subject", msg.Subject()), zap.Uint64("seq", md.Sequence.Stream), zap.String("reason", reason))
-	if in.DeadLetter == "" {
-		if err := msg.TermWithReason(reason); err != nil {
-			log.Warn("cannot terminate an inbound message with no destination", zap.Error(err))
-			return
-		}
-		log.Warn("terminated an inbound message with no destination")
-		return
-	}
-	out := nats.NewMsg(in.DeadLetter)
-	for k, vs := range msg.Headers() {
-		out.Header[k] = vs
-	}
-	if id := out.Header.Get(HeaderMsgID); id != "" {
-		out.Header.Set(HeaderOriginalMsgID, id)
-	}
-	out.Header.Set(HeaderMsgID, "dead:"+MessageID(md.Stream, md.Sequence.Stream))
-	out.Header.Set(HeaderDeadReason, headerValue(reason))
-	out.Header.Set(HeaderOriginalSubject, msg.Subject())
-	out.Header.Set(HeaderOriginalStream, md.Stream)
-	out.Header.Set(HeaderOriginalSequence, strconv.FormatUint(md.Sequence.Stream, 10))
-	out.Data = msg.Data()
-	pctx, cancel := context.WithTimeout(ctx, time.Duration(st.cfg.PublishTimeout))
-	defer cancel()
-	if _, err := st.js.PublishMsg(pctx, out); err != nil {
-		log.Warn("cannot publish a dead letter (is the dead_letter subject bound to a stream?); keeping the message", zap.String("dead_letter", in.DeadLetter), zap.Error(err))
+	to, err := st.setAside(ctx, msg.Reply(), deadMsg{
+		subject: msg.Subject(), header: msg.Headers(), data: msg.Data(), stream: md.Stream, seq: md.Sequence.Stream,
+	}, reason)
+	if err != nil {
+		log.Warn("cannot set aside an inbound message with no destination; keeping it", zap.Error(err))
 		_ = msg.NakWithDelay(deadLetterRetry)
 		return
 	}
-	if err := msg.DoubleAck(pctx); err != nil {
-		// Redelivered later and dead-lettered again; the dead letter's
-		// Nats-Msg-Id makes the copy a duplicate.
-		log.Warn("dead-lettered a message but could not acknowledge it", zap.Error(err))
-		return
+	log.Warn("set aside an inbound message with no destination", zap.String("to", to))
+}
+
+// deadMsg is a message to set aside: its subject, headers and data, and
+// where it is in its stream.
+type deadMsg struct {
+	subject string
+	header  nats.Header
+	data    []byte
+	stream  string
+	seq     uint64
+}
+
+// setAside takes the message with this receipt (its ack subject) off the
+// consumer for good, without losing it: with a dead_letter subject, it is
+// republished there with the reason and, only once the server has stored
+// that copy, terminated; without one, it is terminated with the reason,
+// which the server announces in its MSG_TERMINATED advisory. The
+// termination is confirmed by the server, so a nil error means that the
+// message will not be delivered again. On an error the message stays
+// pending (a dead letter already published is made again as a duplicate
+// of itself: its Nats-Msg-Id is fixed). to says where the message went,
+// for the log. m is needed only with a dead_letter subject.
+func (st *state) setAside(ctx context.Context, receipt string, m deadMsg, reason string) (to string, err error) {
+	in := st.cfg.Inbound
+	timeout := time.Duration(st.cfg.PublishTimeout)
+	reason = headerValue(reason)
+	term := reason
+	to = "terminated"
+	if in.DeadLetter != "" {
+		out := nats.NewMsg(in.DeadLetter)
+		for k, vs := range m.header {
+			out.Header[k] = vs
+		}
+		if id := out.Header.Get(HeaderMsgID); id != "" {
+			out.Header.Set(HeaderOriginalMsgID, id)
+		}
+		out.Header.Set(HeaderMsgID, "dead:"+MessageID(m.stream, m.seq))
+		out.Header.Set(HeaderDeadReason, reason)
+		out.Header.Set(HeaderOriginalSubject, m.subject)
+		out.Header.Set(HeaderOriginalStream, m.stream)
+		out.Header.Set(HeaderOriginalSequence, strconv.FormatUint(m.seq, 10))
+		out.Data = m.data
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		_, err := st.js.PublishMsg(pctx, out)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("publishing it to dead_letter subject %q (is it bound to a stream?): %w", in.DeadLetter, err)
+		}
+		to = in.DeadLetter
+		term = "dead-lettered to " + in.DeadLetter + ": " + reason
 	}
-	log.Warn("dead-lettered an inbound message with no destination", zap.String("dead_letter", in.DeadLetter))
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if _, err := st.nc.RequestWithContext(tctx, receipt, []byte("+TERM "+term)); err != nil {
+		return "", fmt.Errorf("terminating it: %w", err)
+	}
+	return to, nil
 }
 
 func (a *Adapter) Ack(ctx context.Context, receipt string) error {
@@ -410,6 +440,93 @@ func (a *Adapter) Nack(ctx context.Context, receipt, reason string) error {
 	return nil
 }
 
+// Reject sets aside for good a message the node refuses for good (its
+// destination, its lifetime or its size is refused by the node's limits
+// or policy): republished to dead_letter with the node's reason in
+// Mulegate-Dead-Reason and then terminated, or, without dead_letter,
+// terminated with the reason (see setAside). Either way it is never
+// offered again, and never lost. The receipt of a message fetched before
+// the adapter restarted still works: the message is read back from the
+// stream by the sequence its ack subject names. A message no longer in the
+// stream is already gone: Reject succeeds. An error (no connection, a
+// dead-letter subject bound to no stream) leaves the message pending: the
+// node nacks it, and rejects it again when it comes back.
+func (a *Adapter) Reject(ctx context.Context, receipt, reason string) error {
+	st, err := a.state()
+	if err != nil {
+		return err
+	}
+	in := st.cfg.Inbound
+	if in == nil {
+		return fmt.Errorf("%w: this nats adapter has no inbound block in its configuration", plugins.ErrUnsupported)
+	}
+	stream, consumer, seq, ok := parseAckSubject(receipt)
+	if !ok || stream != in.Stream || consumer != in.Consumer {
+		return fmt.Errorf("%w: %q", plugins.ErrUnknownReceipt, receipt)
+	}
+	if err := st.connected(); err != nil {
+		return err
+	}
+	msg, held := st.receipts.take(receipt)
+	m := deadMsg{stream: stream, seq: seq}
+	switch {
+	case held:
+		m.subject, m.header, m.data = msg.Subject(), msg.Headers(), msg.Data()
+	case in.DeadLetter != "":
+		// Not held (fetched before a restart, or past ack_wait): read it
+		// back. Without dead_letter, the contents are not needed.
+		var gone bool
+		if m, gone, err = st.storedMsg(ctx, seq); err != nil {
+			return fmt.Errorf("rejecting %s: %w", MessageID(stream, seq), err)
+		}
+		if gone {
+			// Removed from the stream (by its limits, or by hand): nothing
+			// to set aside. Terminate it anyway, so that the consumer
+			// forgets it; if that fails, the server skips it later.
+			tctx, cancel := context.WithTimeout(ctx, time.Duration(st.cfg.PublishTimeout))
+			_, _ = st.nc.RequestWithContext(tctx, receipt, []byte("+TERM "+headerValue(reason)))
+			cancel()
+			st.log.Info("the node refused an inbound message for good, but it is no longer in the stream",
+				zap.String("stream", stream), zap.Uint64("seq", seq), zap.String("reason", reason))
+			return nil
+		}
+	}
+	to, err := st.setAside(ctx, receipt, m, reason)
+	if err != nil {
+		return fmt.Errorf("rejecting %s: %w", MessageID(stream, seq), err)
+	}
+	st.log.Warn("the node refused an inbound message for good; set it aside",
+		zap.String("subject", m.subject), zap.String("stream", stream), zap.Uint64("seq", seq),
+		zap.String("to", to), zap.String("reason", reason))
+	return nil
+}
+
+var _ plugins.Rejecter = (*Adapter)(nil)
+
+// storedMsg reads message seq of the inbound stream back, for a receipt
+// whose message the adapter no longer holds (fetched before a restart, or
+// kept past ack_wait). gone reports that the stream no longer has it.
+func (st *state) storedMsg(ctx context.Context, seq uint64) (m deadMsg, gone bool, err error) {
+	in := st.cfg.Inbound
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(st.cfg.PublishTimeout))
+	defer cancel()
+	s, err := st.js.Stream(ctx, in.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return deadMsg{}, true, nil
+	}
+	if err != nil {
+		return deadMsg{}, false, fmt.Errorf("looking up stream %q: %w", in.Stream, err)
+	}
+	raw, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return deadMsg{}, true, nil
+	}
+	if err != nil {
+		return deadMsg{}, false, fmt.Errorf("reading message %d of stream %q: %w", seq, in.Stream, err)
+	}
+	return deadMsg{subject: raw.Subject, header: raw.Header, data: raw.Data, stream: in.Stream, seq: seq}, false, nil
+}
+
 func (st *state) ackFailed(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
@@ -426,14 +543,16 @@ func (st *state) ownsReceipt(receipt string) bool {
 	if in == nil {
 		return false
 	}
-	stream, consumer, ok := parseAckSubject(receipt)
+	stream, consumer, _, ok := parseAckSubject(receipt)
 	return ok && stream == in.Stream && consumer == in.Consumer
 }
 
-func parseAckSubject(s string) (stream, consumer string, ok bool) {
+// parseAckSubject reads an ack subject: the stream and consumer it
+// belongs to, and the stream sequence of its message.
+func parseAckSubject(s string) (stream, consumer string, seq uint64, ok bool) {
 	t := strings.Split(s, ".")
 	if len(t) < 9 || t[0] != "$JS" || t[1] != "ACK" {
-		return "", "", false
+		return "", "", 0, false
 	}
 	var nums []string
 	switch {
@@ -442,14 +561,19 @@ func parseAckSubject(s string) (stream, consumer string, ok bool) {
 	case len(t) >= 11:
 		stream, consumer, nums = t[4], t[5], t[6:11]
 	default:
-		return "", "", false
+		return "", "", 0, false
 	}
-	for _, n := range nums {
-		if _, err := strconv.ParseUint(n, 10, 64); err != nil {
-			return "", "", false
+	// <delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+	for i, n := range nums {
+		v, err := strconv.ParseUint(n, 10, 64)
+		if err != nil {
+			return "", "", 0, false
+		}
+		if i == 1 {
+			seq = v
 		}
 	}
-	return stream, consumer, stream != "" && consumer != ""
+	return stream, consumer, seq, stream != "" && consumer != "" && seq != 0
 }
 
 // receipts maps the receipts of offered messages to the messages, until

@@ -583,3 +583,70 @@ func TestE2EInboundThroughMule(t *testing.T) {
 		t.Fatalf("C received %d bytes that differ from the %d published", len(got), len(body))
 	}
 }
+
+// TestE2EInboundRefusedForGoodIsDeadLettered: a message whose bundle the
+// node refuses for good (its Mulegate-Lifetime is over the node's
+// limits.max_lifetime) is rejected: the adapter publishes it to the
+// dead-letter subject with the node's reason and terminates it, instead of
+// its coming back after every Nack. The message behind it is stored as
+// usual.
+func TestE2EInboundRefusedForGoodIsDeadLettered(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := newProcess(t)
+	srv.Start()
+	_, js := client(t, srv.URL())
+	createStream(t, js, jetstream.StreamConfig{Name: "INBOUND", Subjects: []string{"to.>"}})
+	dead := createStream(t, js, jetstream.StreamConfig{Name: "DEAD", Subjects: []string{"dead.>"}})
+	publish(t, js, "to.nodeC.inbox", []byte("lives too long"), map[string]string{"Mulegate-Lifetime": "172800000"}) // 48h
+	publish(t, js, "to.nodeC.inbox", []byte("fine"), nil)
+
+	// The other message gets the node's default inbound lifetime, 24h.
+	// A short nack_delay: were the refused message nacked rather than
+	// rejected, it would come back, redelivered, within the test.
+	inbound := "      inbound: {stream: INBOUND, consumer: gw, ack_wait: 30s, nack_delay: 200ms, dead_letter: dead.inbound}"
+	g := newE2ENode(t, bin, "gw", "limits:\n  max_lifetime: 30h\n"+natsNodeConfig(srv.URL(), true, inbound))
+	g.start(t)
+
+	eventually(t, 30*time.Second, "the refused message dead-lettered and the other stored", func() error {
+		if n := streamMsgs(t, js, "DEAD"); n != 1 {
+			return fmt.Errorf("%d dead letters", n)
+		}
+		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		if err != nil {
+			return err
+		}
+		if len(l) != 1 || l[0].Destination != "dtn://nodeC/inbox" || l[0].Length != uint64(len("fine")) {
+			return fmt.Errorf("G holds %+v", l)
+		}
+		return nil
+	})
+	m, err := dead.GetMsg(t.Context(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reason := m.Header.Get("Mulegate-Dead-Reason")
+	if string(m.Data) != "lives too long" || !strings.Contains(reason, "refused for good") || !strings.Contains(reason, "lifetime") ||
+		m.Header.Get("Mulegate-Original-Subject") != "to.nodeC.inbox" || m.Header.Get("Mulegate-Original-Sequence") != "1" {
+		t.Fatalf("dead letter %q with headers %v", m.Data, m.Header)
+	}
+	t.Logf("dead letter's reason: %s", reason)
+
+	// Off the consumer for good: acknowledged or terminated, never
+	// redelivered, while the node goes on fetching.
+	time.Sleep(2 * time.Second)
+	cons, err := js.Consumer(t.Context(), "INBOUND", "gw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.NumRedelivered != 0 || info.AckFloor.Stream != 2 {
+		t.Fatalf("consumer: %d pending acks, %d pending, %d redelivered, ack floor %d; want 0, 0, 0, 2",
+			info.NumAckPending, info.NumPending, info.NumRedelivered, info.AckFloor.Stream)
+	}
+	if n := streamMsgs(t, js, "DEAD"); n != 1 {
+		t.Fatalf("%d dead letters, want 1", n)
+	}
+}
