@@ -17,6 +17,8 @@ import (
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/dir"
 	"github.com/mulegate/mulegate/plugins/nats"
+	"github.com/mulegate/mulegate/plugins/s3"
+	smtpadapter "github.com/mulegate/mulegate/plugins/smtp"
 )
 
 // Module is a built-in adapter.
@@ -33,7 +35,9 @@ type Module struct {
 // list on each call, so that there is no registry to mutate.
 func Modules() []Module {
 	mods := []Module{
+		{Name: "smtp", Summary: "sends bundles as mail through an SMTP server, deduplicated by Message-ID; receives mail on an SMTP server of its own as inbound messages", New: func(log *zap.Logger) plugins.Adapter { return smtpadapter.New(log) }},
 		{Name: "nats", Summary: "publishes bundles to NATS JetStream (large payloads via its object store); fetches inbound messages from a durable pull consumer", New: func(log *zap.Logger) plugins.Adapter { return nats.New(log) }},
+		{Name: "s3", Summary: "delivers bundles as objects to an S3 bucket (multipart for large payloads); turns objects put under an inbox prefix into inbound messages", New: func(log *zap.Logger) plugins.Adapter { return s3.New(log) }},
 		{
 			Name:    "dir",
 			Summary: "delivers bundles as files into a directory; turns files dropped into an inbox into inbound messages",

@@ -1,0 +1,173 @@
+package s3_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/s3"
+	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
+)
+
+// benchRun numbers the runs apart, so that each writes keys of its own.
+var benchRun atomic.Int64
+
+// cpuTime is the CPU time (user and system) process pid has used, from
+// /proc in 10 ms ticks.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// procs are the processes whose CPU time a benchmark reports per object.
+type procs map[string]int
+
+// run does work(i) for i in [0, b.N) on inFlight goroutines, and reports
+// objects/s, MiB/s, and each process's CPU time per object.
+func (ps procs) run(b *testing.B, size, inFlight int, work func(i int) error) float64 {
+	b.SetBytes(int64(size))
+	before := map[string]time.Duration{}
+	for name, pid := range ps {
+		before[name] = cpuTime(pid)
+	}
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range inFlight {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N || failed.Load() != nil {
+					return
+				}
+				if err := work(i); err != nil {
+					failed.Store(&err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err)
+	}
+	rate := float64(b.N) / elapsed.Seconds()
+	b.ReportMetric(rate, "objects/s")
+	for name, pid := range ps {
+		b.ReportMetric(float64((cpuTime(pid)-before[name]).Microseconds())/float64(b.N), name+"-cpu-µs/op")
+	}
+	return rate
+}
+
+// sdkClient is a plain SDK client for srv, tuned as the adapter tunes its
+// own (connections kept for 64 in flight, SDK default CRC32 checksums).
+func sdkClient(srv *s3test.Server) *awss3.Client {
+	tr := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 256, 128
+		tr.ExpectContinueTimeout = time.Second
+	}).GetTransport()
+	c := srv.Client()
+	return awss3.New(c.Options(), func(o *awss3.Options) {
+		o.HTTPClient = &http.Client{Transport: tr}
+		o.RetryMaxAttempts = 3
+	})
+}
+
+// BenchmarkPutObject compares objects/s through the adapter, across the
+// plugin boundary as the node runs it, with the same PutObject made by
+// the SDK directly in the node's process: 1 KiB objects with 64 in
+// flight, and 16 MiB objects (one PutObject each, at the default
+// multipart_threshold) with 4 in flight. Each sub-benchmark gets a fresh
+// versitygw process (it slows down as its bucket fills, which made the
+// order of the cases decide the comparison), and reports the CPU each
+// process spent per object; the adapter in process is there to tell the
+// boundary's share.
+//
+//	go test -run '^$' -bench 'PutObject/1KiB' -benchtime 5000x -count 3 ./plugins/s3
+//	go test -run '^$' -bench 'PutObject/16MiB' -benchtime 40x -count 3 ./plugins/s3
+func BenchmarkPutObject(b *testing.B) {
+	for _, c := range []struct {
+		name           string
+		size, inFlight int
+	}{{"1KiB", 1 << 10, 64}, {"16MiB", 16 << 20, 4}} {
+		payload := bytes.Repeat([]byte("mulegate"), c.size/8)
+		rates := map[string]float64{}
+		meta := func(run int64, i int) plugins.Meta {
+			src := "dtn://mule" + strconv.Itoa(i%16) + "/app"
+			m := plugins.Meta{
+				BundleID: src + "|" + strconv.FormatInt(800000000000+run, 10) + "." + strconv.Itoa(i), Source: src,
+				Destination: "dtn://cloud/files/app", CreationTime: uint64(800000000000 + run), Sequence: uint64(i),
+				Lifetime: time.Hour, PayloadLength: int64(c.size), SignatureStatus: "unsigned",
+			}
+			m.Options = map[string]string{"key": fmt.Sprintf("bench/%d/%s", run, s3.BundleKey(m.BundleID))}
+			return m
+		}
+		deliver := func(b *testing.B, ad plugins.Adapter, ps procs) {
+			run := benchRun.Add(1)
+			rates[b.Name()] = ps.run(b, c.size, c.inFlight, func(i int) error {
+				if res := ad.Deliver(b.Context(), meta(run, i), bytes.NewReader(payload)); res.Status != plugins.OK {
+					return fmt.Errorf("object %d: %v", i, res)
+				}
+				return nil
+			})
+		}
+		b.Run(c.name+"/sdk", func(b *testing.B) {
+			srv := startServer(b, bucket)
+			direct := sdkClient(srv)
+			run := benchRun.Add(1)
+			rates[b.Name()] = procs{"node": os.Getpid(), "server": srv.PID()}.run(b, c.size, c.inFlight, func(i int) error {
+				mt := meta(run, i)
+				_, err := direct.PutObject(b.Context(), &awss3.PutObjectInput{
+					Bucket: aws.String(bucket), Key: aws.String(mt.Options["key"]), Body: bytes.NewReader(payload),
+					ContentLength: aws.Int64(int64(c.size)), ContentType: aws.String("application/octet-stream"),
+					ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+					Metadata: map[string]string{
+						s3.MetaBundleID: mt.BundleID, s3.MetaSource: mt.Source, s3.MetaDestination: mt.Destination,
+						s3.MetaCreated: mt.Created().UTC().Format("2006-01-02T15:04:05.000Z07:00"), s3.MetaLifetime: "3600000", s3.MetaSignature: "unsigned",
+					},
+				})
+				return err
+			})
+		})
+		b.Run(c.name+"/adapter", func(b *testing.B) {
+			srv := startServer(b, bucket)
+			m, ad := startAdapter(b, serverConfig(srv, nil))
+			deliver(b, ad, procs{"node": os.Getpid(), "adapter": adapterPID(m), "server": srv.PID()})
+		})
+		b.Run(c.name+"/adapter-in-process", func(b *testing.B) {
+			srv := startServer(b, bucket)
+			deliver(b, inProcess(b, serverConfig(srv, nil)), procs{"node": os.Getpid(), "server": srv.PID()})
+		})
+
+		prefix := b.Name() + "/" + c.name + "/"
+		a, s, ip := rates[prefix+"adapter"], rates[prefix+"sdk"], rates[prefix+"adapter-in-process"]
+		if a > 0 && s > 0 {
+			b.Logf("%s, %d in flight: adapter %.1f objects/s = %.0f%% of the SDK directly (%.1f/s); in process %.1f/s = %.0f%%",
+				c.name, c.inFlight, a, 100*a/s, s, ip, 100*ip/s)
+		}
+	}
+}

@@ -1,0 +1,452 @@
+// Package e2e holds the s3 adapter's end-to-end tests: real `mulegate
+// run` nodes, which run the adapter as `mulegate adapter s3` under their
+// adapter queues, against a real versitygw process, with bundles carried
+// by a mule between nodes that never meet. They build the mulegate
+// binary, so they are skipped with -short. They live apart from the
+// adapter's own tests so that those never depend on the node's packages.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/gateway/api"
+	"github.com/mulegate/mulegate/plugins/s3"
+	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
+)
+
+var (
+	freePort   = s3test.FreePort
+	eventually = s3test.Eventually
+	errNotYet  = s3test.ErrNotYet
+)
+
+const bucket = "mulegate"
+
+// buildMulegate builds the mulegate binary (with this adapter built in)
+// into a temporary directory.
+func buildMulegate(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: builds mulegate and runs real nodes")
+	}
+	root, err := filepath.Abs("../../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "mulegate")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mulegate")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building mulegate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// e2eNode is a real `mulegate run` process on loopback ports.
+type e2eNode struct {
+	bin, name, dir, data, api, quic, logf string
+	cmd                                   *exec.Cmd
+	done                                  chan error
+	token                                 string
+}
+
+func newE2ENode(t *testing.T, bin, name, config string) *e2eNode {
+	t.Helper()
+	dir := t.TempDir()
+	n := &e2eNode{bin: bin, name: name, dir: dir, data: filepath.Join(dir, "data"), logf: filepath.Join(dir, "node.log"),
+		api: fmt.Sprintf("127.0.0.1:%d", freePort(t)), quic: freeUDP(t)}
+	base := "routing:\n  summary_interval: 1s\n  retry_min: 200ms\n  retry_max: 2s\nadapter_check_interval: 300ms\nlog:\n  level: info\n  format: json\n"
+	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(base+config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.stop(t)
+		if t.Failed() {
+			data, _ := os.ReadFile(n.logf)
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			t.Logf("last log lines of %s:\n%s", n.name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+		}
+	})
+	return n
+}
+
+func freeUDP(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func (n *e2eNode) id() string { return "dtn://" + n.name + "/" }
+
+func (n *e2eNode) start(t *testing.T, peers ...*e2eNode) {
+	t.Helper()
+	args := []string{"run", "--config", filepath.Join(n.dir, "config.yaml"), "--node", n.id(), "--data", n.data,
+		"--listen-quic", n.quic, "--api", n.api, "--discovery=false"}
+	for _, p := range peers {
+		args = append(args, "--peer", p.id()+"@"+p.quic)
+	}
+	logf, err := os.OpenFile(n.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	n.cmd = exec.Command(n.bin, args...)
+	n.cmd.Env = e2eEnv()
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.done = make(chan error, 1)
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(n.cmd, n.done)
+	eventually(t, 30*time.Second, "node "+n.name+" ready", func() error {
+		select {
+		case err := <-n.done:
+			n.done <- err
+			data, _ := os.ReadFile(n.logf)
+			t.Fatalf("node %s exited while starting: %v\n%s", n.name, err, data)
+		default:
+		}
+		tok, err := api.ReadToken(n.data)
+		if err != nil {
+			return err
+		}
+		c, err := api.NewClient(n.api, tok)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := c.Ready(ctx); err != nil {
+			return err
+		}
+		n.token = tok
+		return nil
+	})
+}
+
+// kill ends the node with SIGKILL: a crash.
+func (n *e2eNode) kill(t *testing.T) {
+	t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	<-n.done
+	n.cmd = nil
+}
+
+// stop ends the node with SIGTERM.
+func (n *e2eNode) stop(t *testing.T) {
+	t.Helper()
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+		t.Errorf("node %s did not stop within 20s of SIGTERM", n.name)
+	}
+	n.cmd = nil
+}
+
+func (n *e2eNode) client(t *testing.T) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(n.api, n.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// mg runs the mulegate CLI against the node.
+func (n *e2eNode) mg(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
+	cmd := exec.CommandContext(ctx, n.bin, append(args, "--api", n.api, "--data", n.data)...)
+	cmd.Env = e2eEnv()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.Bytes(), e.Bytes(), err
+}
+
+// queued counts the node's bundles still pending or in flight somewhere.
+func (n *e2eNode) queued(t *testing.T) int {
+	t.Helper()
+	total := 0
+	for _, state := range []string{"pending", "in_flight"} {
+		l, err := n.client(t).Bundles(t.Context(), api.BundleQuery{State: state, Limit: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(l)
+	}
+	return total
+}
+
+func e2eEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MULEGATE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// s3NodeConfig is a gateway node's configuration with the s3 adapter
+// routing dtn://cloud/files/** to objects "files/{src_node}/{bundle_key}",
+// and, with fetch, taking inbound objects from inbox/.
+func s3NodeConfig(srv *s3test.Server, fetch bool) string {
+	return fmt.Sprintf(`adapters:
+  - name: objects
+    builtin: s3
+    max_in_flight: 16
+    fetch: %v
+    config:
+      endpoint: %q
+      bucket: %s
+      path_style: true
+      region: %s
+      credentials: {access_key_id: %q, secret_access_key: %q}
+      connect_timeout: 1s
+      max_attempts: 2
+      inbound: {prefix: inbox/, poll_interval: 200ms}
+routes:
+  - match: "dtn://cloud/files/**"
+    adapter: objects
+    options: {key: "files/{src_node}/{bundle_key}", content_type: "application/x-report"}
+`, fetch, srv.URL(), bucket, s3test.Region, s3test.AccessKey, s3test.SecretKey)
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, 8))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// send sends payload to dst through the node's API and returns the
+// bundle's ID.
+func send(t *testing.T, n *e2eNode, dst string, payload []byte) string {
+	t.Helper()
+	eid, err := bundle.ParseEID(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := n.client(t).Send(t.Context(), api.SendParams{Destination: eid, Lifetime: time.Hour}, bytes.NewReader(payload), int64(len(payload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.ID
+}
+
+// TestE2EBundleThroughMuleLandsInS3: a bundle sent at node A for
+// dtn://cloud/files/report is picked up by the mule M, which then meets
+// the cloud gateway; its route hands the bundle to the s3 adapter, and it
+// lands as one object at files/a/<bundle_key>, with its bytes and the
+// bundle's metadata.
+func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := s3test.StartServer(t, bucket)
+	a := newE2ENode(t, bin, "a", "adapters: []\nroutes: []\n")
+	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
+	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, false))
+
+	a.start(t)
+	body := randomBytes(1, 300<<10)
+	id := send(t, a, "dtn://cloud/files/report", body)
+	parsed, err := bundle.ParseID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "files/a/" + parsed.Key()
+
+	// The mule meets A, takes the bundle, and leaves; A goes away.
+	m.start(t, a)
+	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
+		_, err := m.client(t).Bundle(t.Context(), id)
+		return err
+	})
+	a.stop(t)
+	if keys := srv.Keys(bucket, ""); len(keys) != 0 {
+		t.Fatalf("objects before the gateway ever saw the bundle: %q", keys)
+	}
+
+	// The gateway meets the mule: the bundle lands in the bucket.
+	g.start(t, m)
+	eventually(t, 60*time.Second, "the object is in the bucket", func() error {
+		if _, ok := srv.Get(bucket, key); !ok {
+			return fmt.Errorf("no object at %s; bucket holds %q", key, srv.Keys(bucket, ""))
+		}
+		return nil
+	})
+	o, _ := srv.Get(bucket, key)
+	if sha256.Sum256(o.Body) != sha256.Sum256(body) {
+		t.Fatalf("the object's %d bytes differ from the %d sent", len(o.Body), len(body))
+	}
+	if got := s3.ParseMetaValue(o.Metadata[s3.MetaBundleID]); got != id {
+		t.Errorf("object's bundle ID %q, want %q", got, id)
+	}
+	if got := o.Metadata[s3.MetaDestination]; got != "dtn://cloud/files/report" || !strings.HasPrefix(o.Metadata[s3.MetaSource], "dtn://a/") || o.ContentType != "application/x-report" {
+		t.Errorf("object's metadata %v, content type %q", o.Metadata, o.ContentType)
+	}
+	eventually(t, 30*time.Second, "the gateway's queue drained", func() error {
+		if q := g.queued(t); q != 0 {
+			return fmt.Errorf("%d still queued", q)
+		}
+		return nil
+	})
+	if keys := srv.Keys(bucket, ""); len(keys) != 1 {
+		t.Errorf("bucket holds %q, want one object", keys)
+	}
+}
+
+// TestE2EInboundObjectThroughMule: an object put at
+// inbox/nodeC/inbox/msg.bin is fetched by the cloud gateway G (deleted
+// only once G stored it), carried by the mule M, which meets G and then
+// C, and received on C with the same bytes. An object whose key names no
+// node is moved to rejected/ with the reason.
+func TestE2EInboundObjectThroughMule(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := s3test.StartServer(t, bucket)
+	body := randomBytes(2, 200<<10)
+	srv.Put(bucket, "inbox/nodeC/inbox/msg.bin", body, nil)
+	srv.Put(bucket, "inbox/stray.bin", []byte("for nobody"), nil)
+
+	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, true))
+	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
+	c := newE2ENode(t, bin, "nodeC", "adapters: []\nroutes: []\n")
+	g.start(t)
+
+	var id string
+	eventually(t, 30*time.Second, "G holds the bundle for dtn://nodeC/inbox", func() error {
+		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		if err != nil {
+			return err
+		}
+		for _, b := range l {
+			if b.Destination == "dtn://nodeC/inbox" && b.Length == uint64(len(body)) {
+				id = b.ID
+				return nil
+			}
+		}
+		return errNotYet
+	})
+	eventually(t, 10*time.Second, "the object deleted once stored, the stray one set aside", func() error {
+		keys := srv.Keys(bucket, "")
+		if len(keys) != 1 || keys[0] != "rejected/stray.bin" {
+			return fmt.Errorf("bucket holds %q", keys)
+		}
+		return nil
+	})
+	o, _ := srv.Get(bucket, "rejected/stray.bin")
+	if reason := s3.ParseMetaValue(o.Metadata[s3.MetaRejectedReason]); !strings.Contains(reason, "names no node") {
+		t.Errorf("set aside with reason %q", reason)
+	}
+
+	m.start(t, g)
+	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
+		_, err := m.client(t).Bundle(t.Context(), id)
+		return err
+	})
+	g.stop(t)
+	c.start(t, m)
+	out := filepath.Join(t.TempDir(), "received")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if _, stderr, err := c.mg(ctx, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", out); err != nil {
+		t.Fatalf("recv on C: %v\n%s", err, stderr)
+	}
+	files, err := os.ReadDir(out)
+	if err != nil || len(files) != 1 {
+		t.Fatalf("received %d files (%v), want 1", len(files), err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, files[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(body) {
+		t.Fatalf("C received %d bytes that differ from the %d put", len(got), len(body))
+	}
+}
+
+// TestE2EServerDownAtStart: with the S3 server down, bundles wait in the
+// queue and `mulegate adapters list` shows the adapter unreachable, with
+// the reason; once the server starts, the queue drains by itself, one
+// object per bundle.
+func TestE2EServerDownAtStart(t *testing.T) {
+	bin := buildMulegate(t)
+	srv := s3test.NewServer(t)
+	srv.Start()
+	srv.CreateBucket(bucket)
+	srv.Kill()
+	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, false))
+	g.start(t)
+	const count = 50
+	for i := range count {
+		send(t, g, fmt.Sprintf("dtn://cloud/files/r%d", i), randomBytes(uint64(i), 1000+i))
+	}
+
+	eventually(t, 20*time.Second, "`mulegate adapters list` shows the adapter unreachable with the bundles queued", func() error {
+		out, stderr, err := g.mg(t.Context(), "adapters", "list", "--json")
+		if err != nil {
+			return fmt.Errorf("mulegate adapters list: %v\n%s", err, stderr)
+		}
+		var list []struct {
+			Name      string `json:"name"`
+			LastError string `json:"last_error"`
+			Running   bool   `json:"running"`
+			Reachable bool   `json:"reachable"`
+			Queue     struct {
+				Pending  int64 `json:"pending"`
+				InFlight int64 `json:"in_flight"`
+			} `json:"queue"`
+		}
+		if err := json.Unmarshal(out, &list); err != nil || len(list) != 1 {
+			return fmt.Errorf("adapters list --json: %s (%v)", out, err)
+		}
+		a := list[0]
+		if a.Name != "objects" || !a.Running || a.Reachable || !strings.Contains(a.LastError, "cannot reach") ||
+			a.Queue.Pending+a.Queue.InFlight != count {
+			return fmt.Errorf("adapters list: %+v", a)
+		}
+		return nil
+	})
+	if out, _, err := g.mg(t.Context(), "adapters", "list"); err != nil || !regexp.MustCompile(`(?m)^objects\s.*\sunreachable\s`).Match(out) {
+		t.Errorf("mulegate adapters list (%v):\n%s", err, out)
+	}
+
+	srv.Start()
+	eventually(t, time.Minute, "the queue drained by itself", func() error {
+		if q := g.queued(t); q != 0 {
+			return fmt.Errorf("%d still queued", q)
+		}
+		return nil
+	})
+	if keys := srv.Keys(bucket, "files/cloud/"); len(keys) != count {
+		t.Fatalf("bucket holds %d objects, want %d", len(keys), count)
+	}
+}

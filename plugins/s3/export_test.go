@@ -1,0 +1,4 @@
+package s3
+
+// ReceiptFor makes a receipt, for tests.
+var ReceiptFor = receiptFor
