@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,16 +92,7 @@ func TestRunFlagErrors(t *testing.T) {
 // `config default` prints YAML that `config validate` accepts; an unknown
 // key is refused, naming the key and its line.
 func TestConfigCommands(t *testing.T) {
-	run := func(args ...string) (string, error) {
-		cmd := newConfigCmd()
-		var out bytes.Buffer
-		cmd.SetOut(&out)
-		cmd.SetErr(&out)
-		cmd.SetArgs(args)
-		cmd.SilenceUsage = true
-		err := cmd.Execute()
-		return out.String(), err
-	}
+	run := func(args ...string) (string, error) { return runCommand(newConfigCmd(), args...) }
 	defaults, err := run("default")
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/mulegate/mulegate/policy/identity"
 )
 
@@ -20,7 +22,12 @@ import (
 // tree, as a user's shell would, and returns what it printed.
 func runIdentity(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := newIdentityCmd()
+	return runCommand(newIdentityCmd(), args...)
+}
+
+// runCommand runs a command tree with args, in-process, and returns what
+// it printed on standard output and standard error together.
+func runCommand(cmd *cobra.Command, args ...string) (string, error) {
 	var out bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
