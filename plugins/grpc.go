@@ -104,6 +104,8 @@ type GRPCClient struct {
 	// streamOnly is set once the adapter answered DeliverSession with
 	// UNIMPLEMENTED: it predates sessions, so every bundle streams.
 	streamOnly atomic.Bool
+	// lastID is the last session delivery id handed out.
+	lastID atomic.Uint64
 
 	mu   sync.Mutex
 	sess *clientSession // the DeliverSession stream; nil until needed, or after it failed
@@ -822,34 +824,13 @@ func msDuration(ms uint64) time.Duration {
 }
 
 func resultToPB(r Result) *adapterpb.DeliverResponse {
-	reason := r.Reason
-	if reason == "" && r.Err != nil {
-		reason = r.Err.Error()
-	}
-	resp := &adapterpb.DeliverResponse{Reason: boundReason(reason)}
-	switch r.Status {
-	case OK:
-		resp.Status = adapterpb.DeliverResponse_STATUS_OK
-	case Reject:
-		resp.Status = adapterpb.DeliverResponse_STATUS_REJECT
-	default:
-		resp.Status = adapterpb.DeliverResponse_STATUS_RETRY
-		resp.RetryAfterMs = uint64(max(r.RetryAfter, 0) / time.Millisecond)
-	}
-	return resp
+	a := answerOf(0, r)
+	return &adapterpb.DeliverResponse{Status: a.status, RetryAfterMs: a.retryAfterMs, Reason: a.reason}
 }
 
 func resultFromPB(resp *adapterpb.DeliverResponse) Result {
-	switch resp.GetStatus() {
-	case adapterpb.DeliverResponse_STATUS_OK:
-		return Result{Status: OK}
-	case adapterpb.DeliverResponse_STATUS_REJECT:
-		// Bounded here too: an adapter not built with this package may
-		// send a longer one, and the node logs and reports it.
-		return Result{Status: Reject, Reason: boundReason(resp.GetReason())}
-	default:
-		return Result{Status: Retry, RetryAfter: msDuration(resp.GetRetryAfterMs()), Reason: boundReason(resp.GetReason())}
-	}
+	a := wireAnswer{status: resp.GetStatus(), retryAfterMs: resp.GetRetryAfterMs(), reason: resp.GetReason()}
+	return a.result()
 }
 
 // reasonEllipsis marks a reason boundReason cut.
@@ -921,6 +902,12 @@ var _ encoding.CodecV2 = codec{}
 func (codec) Name() string { return "proto" }
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	switch v := v.(type) {
+	case *sessionBatch:
+		return v.marshal(), nil
+	case *sessionAnswers:
+		return v.marshal(), nil
+	}
 	m := protoMessage(v)
 	if m == nil {
 		return nil, fmt.Errorf("plugins: cannot marshal %T: not a protobuf message", v)
@@ -952,6 +939,8 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	case *chunkFrame:
 		return v.decode(data)
 	case *sessionRequest:
+		return v.decode(data)
+	case *sessionResponse:
 		return v.decode(data)
 	}
 	m := protoMessage(v)

@@ -9,13 +9,14 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	adapterpb "github.com/mulegate/mulegate/plugins/proto"
 )
@@ -39,8 +40,8 @@ const (
 )
 
 // clientSession is the node's end of a DeliverSession stream. Deliver calls
-// queue their bundle and wait for its answer; a sender goroutine packs the
-// queue into messages, and a receiver goroutine hands answers out.
+// queue their bundle, encoded, and wait for its answer; a sender goroutine
+// packs the queue into messages, and a receiver goroutine hands answers out.
 type clientSession struct {
 	c      *GRPCClient
 	stream adapterpb.Adapter_DeliverSessionClient
@@ -49,30 +50,52 @@ type clientSession struct {
 
 	mu      sync.Mutex
 	err     error                   // why the session ended; nil while it works
-	lastID  uint64                  // the last id handed out
 	pending map[uint64]*sessionCall // queued or sent, not answered yet
 	queue   []*sessionCall          // not sent yet, oldest first
 	cancels []uint64                // ids to send in SessionRequest.cancel
+	// watches end the pending calls of each context when it ends, keyed
+	// by its Done channel (comparable, unlike some contexts).
+	watches map[<-chan struct{}]*ctxWatch
 }
 
-// sessionCall is one delivery on a session.
+// ctxWatch answers, when its context ends, every pending call of the
+// session that waits under it. The deliveries to an adapter mostly share
+// one context (their queue's): one watch serves them all, and each caller
+// waits on its own channel alone. Selecting on the context's channel as
+// well made each delivery lock that channel, which every caller shares,
+// twice: a tenth of the node's CPU for small bundles.
+type ctxWatch struct {
+	done  <-chan struct{}
+	stop  func() bool // context.AfterFunc's
+	calls int         // pending calls with this watch
+}
+
+// sessionCall is one delivery on a session. Calls are pooled (sessionCalls),
+// channel included: once its caller has the answer, or gave up, no part of
+// the session holds a call any more.
 type sessionCall struct {
-	req  *adapterpb.SessionDelivery
+	id   uint64
+	buf  mem.Buffer         // the encoded delivery (encodeDelivery)
+	size int                // its payload's length
 	done chan sessionAnswer // capacity 1; receives exactly one answer
 	// Guarded by clientSession.mu:
-	taken     bool // the sender took req, so it may still be reading its payload
-	abandoned bool // the caller gave up before it was taken: do not send it
+	taken bool      // the sender took it: cancelling it takes a message
+	watch *ctxWatch // the watch of its context; nil if that never ends
 }
+
+var sessionCalls = sync.Pool{New: func() any { return &sessionCall{done: make(chan sessionAnswer, 1)} }}
 
 // sessionAnswer is the adapter's answer to a delivery, or why the session
 // could not carry it.
 type sessionAnswer struct {
-	resp *adapterpb.DeliverResponse
-	err  error
-	// taken: the sender took the request before the session failed, so the
-	// payload may still be in use.
-	taken bool
+	res Result
+	err error
 }
+
+// sessionCodec is forced on the session, whatever the connection's
+// codec: the node's messages on it (sessionBatch) are made for the
+// contract's codec. The bytes are plain protobuf all the same.
+var sessionCodec = grpc.ForceCodecV2(codec{})
 
 // deliverSession delivers a payload of at most SessionPayloadMax bytes on the
 // session, opening it if need be.
@@ -80,65 +103,53 @@ func (c *GRPCClient) deliverSession(ctx context.Context, meta Meta, payload io.R
 	if err := ctx.Err(); err != nil {
 		return failed(fmt.Errorf("deliver: %w", err))
 	}
-	bp := buffers.Get(int(meta.PayloadLength))
-	data := *bp
-	if _, err := io.ReadFull(payload, data); err != nil {
-		buffers.Put(bp)
-		return failed(shortPayload(err, 0, meta.PayloadLength))
-	}
-	req := &adapterpb.SessionDelivery{Meta: metaToPB(meta), Payload: data}
+	var timeoutMs uint64
 	if deadline, ok := ctx.Deadline(); ok {
 		// At least 1 ms: 0 would mean no deadline at all.
-		req.TimeoutMs = uint64(max(time.Until(deadline).Milliseconds(), 1))
+		timeoutMs = uint64(max(time.Until(deadline).Milliseconds(), 1))
 	}
-	ans := c.callSession(ctx, req)
+	// Ids come from the client rather than the session, so that the
+	// delivery can be encoded before it knows its session: never reused
+	// by the client, they are never reused within a session either.
+	id := c.lastID.Add(1)
+	buf, data, err := encodeDelivery(id, &meta, timeoutMs, payload)
+	if err != nil {
+		return failed(err)
+	}
+	// The sender takes a reference of its own for a message, so the buffer
+	// goes back to the pool only once both are done with it.
+	defer buf.Free()
+	call := sessionCalls.Get().(*sessionCall)
+	call.id, call.buf, call.size, call.taken = id, buf, int(meta.PayloadLength), false
+	ans := c.callSession(ctx, call)
+	call.buf = nil
+	sessionCalls.Put(call)
 	if ans.err == nil {
-		buffers.Put(bp)
-		return resultFromPB(ans.resp)
+		return ans.res
 	}
-	var res Result
 	if status.Code(ans.err) == codes.Unimplemented && ctx.Err() == nil {
 		// An adapter built before DeliverSession existed (the contract
 		// forbids that answer otherwise): this payload, already read, and
 		// every later one go through Deliver.
 		c.streamOnly.Store(true)
-		res = c.deliverStream(ctx, meta, bytes.NewReader(data))
-	} else {
-		res = failed(fromStatus(ctx, "deliver", ans.err))
+		return c.deliverStream(ctx, meta, bytes.NewReader(data))
 	}
-	// A request the sender took may still be being marshalled; its buffer
-	// is left to the garbage collector rather than handed out again.
-	if !ans.taken {
-		buffers.Put(bp)
-	}
-	return res
+	return failed(fromStatus(ctx, "deliver", ans.err))
 }
 
-// callSession sends req on the session and waits for its answer, or for ctx
-// to end.
-func (c *GRPCClient) callSession(ctx context.Context, req *adapterpb.SessionDelivery) sessionAnswer {
+// callSession sends call on the session and waits for its answer, or for
+// ctx to end.
+func (c *GRPCClient) callSession(ctx context.Context, call *sessionCall) sessionAnswer {
 	s, err := c.session(ctx)
 	if err != nil {
 		return sessionAnswer{err: err}
 	}
-	call, err := s.start(req)
-	if err != nil {
+	if err := s.start(ctx, call); err != nil {
 		return sessionAnswer{err: err}
 	}
-	select {
-	case ans := <-call.done:
-		return ans
-	case <-ctx.Done():
-	}
-	taken := s.abandon(call)
-	select {
-	case ans := <-call.done:
-		if ans.err == nil {
-			return ans // the answer raced the cancellation: it still counts
-		}
-	default:
-	}
-	return sessionAnswer{err: ctx.Err(), taken: taken}
+	// The answer, or the session's failure, or ctx's end (ctxWatch):
+	// whichever comes first under the session's lock is the one.
+	return <-call.done
 }
 
 // session returns the open session, or opens one. Opening waits no longer
@@ -152,7 +163,7 @@ func (c *GRPCClient) session(ctx context.Context) (*clientSession, error) {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	stop := context.AfterFunc(ctx, cancel)
-	stream, err := c.rpc.DeliverSession(sctx)
+	stream, err := c.rpc.DeliverSession(sctx, sessionCodec)
 	if !stop() {
 		cancel()
 		return nil, ctx.Err()
@@ -167,6 +178,7 @@ func (c *GRPCClient) session(ctx context.Context) (*clientSession, error) {
 		cancel:  cancel,
 		wake:    make(chan struct{}, 1),
 		pending: map[uint64]*sessionCall{},
+		watches: map[<-chan struct{}]*ctxWatch{},
 	}
 	c.mu.Lock()
 	if other := c.sess; other != nil {
@@ -182,39 +194,82 @@ func (c *GRPCClient) session(ctx context.Context) (*clientSession, error) {
 	return s, nil
 }
 
-// start queues req for sending.
-func (s *clientSession) start(req *adapterpb.SessionDelivery) (*sessionCall, error) {
-	call := &sessionCall{req: req, done: make(chan sessionAnswer, 1)}
+// start queues call for sending, to be answered when ctx ends if not
+// before.
+func (s *clientSession) start(ctx context.Context, call *sessionCall) error {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
-		return nil, s.err
+		return s.err
 	}
-	s.lastID++
-	req.Id = s.lastID
-	s.pending[req.Id] = call
+	call.watch = nil
+	if done := ctx.Done(); done != nil {
+		w := s.watches[done]
+		if w == nil {
+			w = &ctxWatch{done: done}
+			// Run at once, in a goroutine of its own, if ctx has ended.
+			w.stop = context.AfterFunc(ctx, func() { s.expire(w, ctx.Err()) })
+			s.watches[done] = w
+		}
+		w.calls++
+		call.watch = w
+	}
+	s.pending[call.id] = call
 	s.queue = append(s.queue, call)
+	first := len(s.queue) == 1
 	s.mu.Unlock()
-	s.signal()
-	return call, nil
+	// The sender takes the whole queue once woken: only the first
+	// delivery of a queue needs to wake it. (Each needless wake-up cost
+	// the sender a round through the scheduler for nothing.)
+	if first {
+		s.signal()
+	}
+	return nil
 }
 
-// abandon forgets a call whose caller stopped waiting, and tells the adapter
-// to cancel it if it was sent. It returns whether the sender took the call.
-func (s *clientSession) abandon(call *sessionCall) (taken bool) {
+// forgetLocked takes a call out of the pending ones: from now on, its
+// answer is for whoever did this to give.
+func (s *clientSession) forgetLocked(call *sessionCall) {
+	delete(s.pending, call.id)
+	if w := call.watch; w != nil {
+		if w.calls--; w.calls == 0 {
+			// A context that outlives its deliveries (a queue's, say)
+			// gets a new watch with the next one.
+			w.stop()
+			delete(s.watches, w.done)
+		}
+	}
+}
+
+// expire answers the calls of w, whose context ended with err: those not
+// sent yet never are, and the adapter cancels those it has.
+func (s *clientSession) expire(w *ctxWatch, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err != nil || s.pending[call.req.Id] != call {
-		return call.taken // answered, or failed with the session
+	if s.err != nil || w.calls == 0 {
+		return // failed, and answered, with the session; or all answered
 	}
-	delete(s.pending, call.req.Id)
-	if !call.taken {
-		call.abandoned = true
-		return false
+	delete(s.watches, w.done)
+	queued := false
+	for id, call := range s.pending {
+		if call.watch != w {
+			continue
+		}
+		if call.taken {
+			s.cancels = append(s.cancels, id)
+		} else {
+			queued = true
+		}
+		delete(s.pending, id)
+		call.done <- sessionAnswer{err: err}
 	}
-	s.cancels = append(s.cancels, call.req.Id)
-	s.signal()
-	return true
+	if queued {
+		s.queue = slices.DeleteFunc(s.queue, func(c *sessionCall) bool { return c.watch == w })
+	}
+	w.calls = 0
+	if len(s.cancels) > 0 {
+		s.signal()
+	}
 }
 
 func (s *clientSession) signal() {
@@ -227,6 +282,7 @@ func (s *clientSession) signal() {
 // send is the sender goroutine. Whatever queues up while it sends goes in
 // the next message: under load, many deliveries to a write.
 func (s *clientSession) send(ctx context.Context) {
+	var msg sessionBatch // reused: the codec is done with it when SendMsg returns
 	for {
 		select {
 		case <-s.wake:
@@ -236,14 +292,23 @@ func (s *clientSession) send(ctx context.Context) {
 		// Let the goroutines that are ready to run queue their deliveries
 		// first: they go in this message instead of one each. Without
 		// this, Go's scheduler runs the sender as soon as the first
-		// caller waits, and batches stay near one delivery.
-		runtime.Gosched()
+		// caller waits, and batches stay near one delivery. With no other
+		// delivery on the session, none can join: yielding would only
+		// wake the other CPU's scheduler for nothing.
+		if s.others() {
+			runtime.Gosched()
+		}
 		for {
-			msg := s.take()
-			if msg == nil {
+			// What this take finds needs no wake-up of its own: one a
+			// delivery gave meanwhile would find the queue empty.
+			select {
+			case <-s.wake:
+			default:
+			}
+			if !s.take(&msg) {
 				break
 			}
-			if err := s.stream.Send(msg); err != nil {
+			if err := s.stream.SendMsg(&msg); err != nil {
 				// io.EOF: the stream is over, and the receiver learns
 				// why from Recv.
 				if !errors.Is(err, io.EOF) {
@@ -255,55 +320,77 @@ func (s *clientSession) send(ctx context.Context) {
 	}
 }
 
-// take removes the next message's worth from the queue.
-func (s *clientSession) take() *adapterpb.SessionRequest {
+// others reports whether the session carries more than one delivery.
+func (s *clientSession) others() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending) > 1
+}
+
+// take moves the next message's worth from the queue into msg, and
+// reports whether there is anything to send.
+func (s *clientSession) take(msg *sessionBatch) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return nil
+		return false
 	}
-	msg := &adapterpb.SessionRequest{Cancel: s.cancels}
-	s.cancels = nil
-	size, n := 0, 0
-	for ; n < len(s.queue) && len(msg.Deliveries) < sessionBatchDeliveries; n++ {
-		call := s.queue[n]
-		if call.abandoned {
-			continue
-		}
-		if len(msg.Deliveries) > 0 && size+len(call.req.Payload) > sessionBatchBytes {
+	msg.cancel, s.cancels = s.cancels, nil
+	n := min(len(s.queue), sessionBatchDeliveries)
+	if n == 0 {
+		msg.deliveries = nil
+		return len(msg.cancel) > 0
+	}
+	// One more for the cancellations: marshal adds them to this slice,
+	// which gRPC keeps until it has written the message.
+	msg.deliveries = make(mem.BufferSlice, 0, n+1)
+	size := 0
+	for _, call := range s.queue[:n] {
+		if len(msg.deliveries) > 0 && size+call.size > sessionBatchBytes {
 			break
 		}
 		call.taken = true
-		msg.Deliveries = append(msg.Deliveries, call.req)
-		size += len(call.req.Payload)
+		// The message's own reference: the caller may give up, and free
+		// its one, while gRPC still writes the message.
+		call.buf.Ref()
+		msg.deliveries = append(msg.deliveries, call.buf)
+		size += call.size
 	}
-	s.queue = slices.Delete(s.queue, 0, n)
-	if len(msg.Deliveries) == 0 && len(msg.Cancel) == 0 {
-		return nil
-	}
-	return msg
+	s.queue = slices.Delete(s.queue, 0, len(msg.deliveries))
+	return len(msg.deliveries) > 0 || len(msg.cancel) > 0
 }
 
 // receive is the receiver goroutine: it hands each answer to its call.
 func (s *clientSession) receive() {
+	var resp sessionResponse
+	var answered []*sessionCall // answers[i] is for answered[i], if not nil
 	for {
-		resp, err := s.stream.Recv()
-		if err != nil {
+		resp.reset()
+		if err := s.stream.RecvMsg(&resp); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = status.Error(codes.Unavailable, "the adapter ended the delivery session")
 			}
 			s.fail(err)
 			return
 		}
+		answers := resp.get()
+		answered = slices.Grow(answered[:0], len(answers))[:len(answers)]
 		s.mu.Lock()
-		for _, r := range resp.GetResults() {
-			// An id not pending is a delivery the caller abandoned.
-			if call := s.pending[r.GetId()]; call != nil {
-				delete(s.pending, r.GetId())
-				call.done <- sessionAnswer{resp: r.GetResult()}
+		for i := range answers {
+			// An id not pending is a delivery whose context ended.
+			if answered[i] = s.pending[answers[i].id]; answered[i] != nil {
+				s.forgetLocked(answered[i])
 			}
 		}
 		s.mu.Unlock()
+		// Outside the lock: each answer readies a caller, which wants the
+		// lock at once for its next delivery.
+		for i, call := range answered {
+			if call != nil {
+				call.done <- sessionAnswer{res: answers[i].result()}
+				answered[i] = nil
+			}
+		}
 	}
 }
 
@@ -316,11 +403,13 @@ func (s *clientSession) fail(err error) {
 		return
 	}
 	s.err = err
-	for id, call := range s.pending {
-		call.done <- sessionAnswer{err: err, taken: call.taken}
-		delete(s.pending, id)
+	for _, call := range s.pending {
+		call.done <- sessionAnswer{err: err}
 	}
-	s.queue, s.cancels = nil, nil
+	for _, w := range s.watches {
+		w.stop()
+	}
+	s.pending, s.watches, s.queue, s.cancels = nil, nil, nil, nil
 	s.mu.Unlock()
 	s.cancel()
 	s.c.mu.Lock()
@@ -334,12 +423,9 @@ func (s *clientSession) fail(err error) {
 // concurrently on worker goroutines, and a sender goroutine packs the
 // answers.
 func (s *grpcServer) DeliverSession(stream adapterpb.Adapter_DeliverSessionServer) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
 	ss := &serverSession{
 		impl:    s.impl,
 		stream:  stream,
-		work:    make(chan sessionJob),
 		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		running: map[uint64]context.CancelFunc{},
@@ -349,17 +435,33 @@ func (s *grpcServer) DeliverSession(stream adapterpb.Adapter_DeliverSessionServe
 		defer close(sent)
 		ss.send()
 	}()
-	err := ss.receive(ctx)
-	close(ss.work) // idle workers exit
+	ss.pool.run = ss.deliver
+	ss.pool.cond.L = &ss.pool.mu
+	// Deliveries run under contexts of their own, which the session
+	// cancels itself when it breaks: derived from the stream's context,
+	// each would register with it, and every delivery would take and
+	// release its lock twice.
+	err := ss.receive(context.WithoutCancel(stream.Context()))
 	if err == nil {
 		// The node closed its side: finish what runs, and answer it.
-		ss.workers.Wait()
+		ss.pool.close(false)
+		ss.pool.workers.Wait()
 	} else {
-		// The session broke: what still runs on it is cancelled. Its
-		// answers could not be sent, so the handler does not wait for a
-		// delivery that ignores its context; workers never touch the
-		// stream themselves.
-		cancel()
+		// The session broke: what still runs on it is cancelled, and
+		// what has not started never starts. Its answers could not be
+		// sent, so the handler does not wait for a delivery that ignores
+		// its context; workers never touch the stream themselves.
+		for _, job := range ss.pool.close(true) {
+			job.cancel()
+			if job.buf != nil {
+				buffers.Put(job.buf)
+			}
+		}
+		ss.mu.Lock()
+		for _, cancel := range ss.running {
+			cancel()
+		}
+		ss.mu.Unlock()
 	}
 	// Only the sender uses the stream, and it must not outlive the handler.
 	close(ss.stop)
@@ -370,28 +472,29 @@ func (s *grpcServer) DeliverSession(stream adapterpb.Adapter_DeliverSessionServe
 type serverSession struct {
 	impl   Adapter
 	stream adapterpb.Adapter_DeliverSessionServer
-	// work hands a delivery to an idle worker. There are as many workers
-	// as deliveries have been in flight at once; they live as long as the
-	// session, so their stacks stay grown (a new goroutine per delivery
-	// spent a tenth of a NATS adapter's time growing its stack). A worker
-	// may outlive a failed session, until its delivery returns.
-	work    chan sessionJob
-	workers sync.WaitGroup
-	wake    chan struct{} // capacity 1: answers are waiting
-	stop    chan struct{} // closed when no more answers will come
+	pool   workerPool    // runs the deliveries
+	wake   chan struct{} // capacity 1: answers are waiting
+	stop   chan struct{} // closed when no more answers will come
+	// ownCodec: requests arrive through the contract's codec, so answers
+	// can leave through it too (sessionAnswers); set before any answer.
+	ownCodec atomic.Bool
 
 	mu      sync.Mutex
 	running map[uint64]context.CancelFunc
-	results []*adapterpb.SessionResult
+	results []wireAnswer
 }
 
-// sessionJob is one delivery for a worker.
+// sessionJob is one delivery of a session, from its decoding to its answer.
 type sessionJob struct {
-	d       *adapterpb.SessionDelivery // its id, meta and timeout
-	payload []byte
-	buf     *[]byte // the pooled buffer payload is in; nil if none
-	ctx     context.Context
-	cancel  context.CancelFunc
+	id        uint64
+	timeoutMs uint64
+	meta      Meta
+	hasMeta   bool
+	payload   []byte
+	buf       *[]byte // the pooled buffer payload is in; nil if none
+	ctx       context.Context
+	cancel    context.CancelFunc
+	reader    payloadReader // what the adapter reads payload through
 }
 
 // sessionRequest receives a SessionRequest. The contract's codec decodes it
@@ -402,18 +505,21 @@ type sessionJob struct {
 type sessionRequest struct {
 	adapterpb.SessionRequest
 	decoded    bool
-	deliveries []sessionJob
+	deliveries []*sessionJob
 	cancel     []uint64
 }
 
 // items returns the request's deliveries and cancellations.
-func (r *sessionRequest) items() ([]sessionJob, []uint64) {
+func (r *sessionRequest) items() ([]*sessionJob, []uint64) {
 	if r.decoded {
 		return r.deliveries, r.cancel
 	}
-	jobs := make([]sessionJob, len(r.GetDeliveries()))
+	jobs := make([]*sessionJob, len(r.GetDeliveries()))
 	for i, d := range r.GetDeliveries() {
-		jobs[i] = sessionJob{d: d, payload: d.GetPayload()}
+		jobs[i] = &sessionJob{id: d.GetId(), timeoutMs: d.GetTimeoutMs(), hasMeta: d.GetMeta() != nil, payload: d.GetPayload()}
+		if d.GetMeta() != nil {
+			jobs[i].meta = metaFromPB(d.GetMeta())
+		}
 	}
 	return jobs, r.GetCancel()
 }
@@ -445,12 +551,11 @@ func (r *sessionRequest) decode(data mem.BufferSlice) (err error) {
 				buffers.Put(bp)
 				return err
 			}
-			job, err := decodeDelivery(*bp)
-			if err != nil {
+			job := &sessionJob{buf: bp}
+			if err := decodeDelivery(*bp, job); err != nil {
 				buffers.Put(bp)
 				return err
 			}
-			job.buf = bp
 			r.deliveries = append(r.deliveries, job)
 		case num == 2 && typ == protowire.BytesType: // cancel, packed
 			n, err := br.length()
@@ -482,45 +587,6 @@ func (r *sessionRequest) decode(data mem.BufferSlice) (err error) {
 	}
 	r.decoded = true
 	return nil
-}
-
-// decodeDelivery decodes a SessionDelivery from b, with its payload left in
-// b.
-func decodeDelivery(b []byte) (sessionJob, error) {
-	job := sessionJob{d: &adapterpb.SessionDelivery{}}
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return job, errMalformed
-		}
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.VarintType:
-			job.d.Id, n = protowire.ConsumeVarint(b)
-		case num == 2 && typ == protowire.BytesType:
-			var v []byte
-			if v, n = protowire.ConsumeBytes(b); n >= 0 {
-				if job.d.Meta == nil {
-					job.d.Meta = &adapterpb.BundleMeta{}
-				}
-				// A message field that occurs twice is merged.
-				if err := (proto.UnmarshalOptions{Merge: true}).Unmarshal(v, job.d.Meta); err != nil {
-					return job, err
-				}
-			}
-		case num == 3 && typ == protowire.BytesType:
-			job.payload, n = protowire.ConsumeBytes(b)
-		case num == 4 && typ == protowire.VarintType:
-			job.d.TimeoutMs, n = protowire.ConsumeVarint(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return job, errMalformed
-		}
-		b = b[n:]
-	}
-	return job, nil
 }
 
 // payloadReader reads a payload that sits in a buffer another delivery gets
@@ -557,8 +623,9 @@ func (r *payloadReader) close() bool {
 	return true
 }
 
-// receive reads requests and starts their deliveries until the node closes
-// its side (nil) or the stream fails.
+// receive reads requests and starts their deliveries, under contexts
+// derived from ctx, until the node closes its side (nil) or the stream
+// fails.
 func (ss *serverSession) receive(ctx context.Context) error {
 	for {
 		var req sessionRequest
@@ -568,78 +635,174 @@ func (ss *serverSession) receive(ctx context.Context) error {
 			}
 			return err
 		}
-		deliveries, cancels := req.items()
-		ss.mu.Lock()
-		for _, id := range cancels {
-			if cancel := ss.running[id]; cancel != nil {
-				cancel()
-			}
+		if req.decoded {
+			ss.ownCodec.Store(true)
 		}
-		ss.mu.Unlock()
-		for _, job := range deliveries {
-			if err := ss.start(ctx, job); err != nil {
-				return err
-			}
+		deliveries, cancels := req.items()
+		if err := ss.start(ctx, deliveries, cancels); err != nil {
+			return err
 		}
 	}
 }
 
-// start hands a delivery to a worker.
-func (ss *serverSession) start(ctx context.Context, job sessionJob) error {
-	// Never UNIMPLEMENTED: the node would take that for an adapter that
-	// predates DeliverSession.
-	d := job.d
-	pm := d.GetMeta()
-	if pm == nil {
-		return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d carries no meta", d.GetId())
+// start cancels what the node gave up on, and hands a message's deliveries
+// to the workers: under one hold of each lock, rather than one a delivery.
+func (ss *serverSession) start(ctx context.Context, deliveries []*sessionJob, cancels []uint64) error {
+	for _, job := range deliveries {
+		// Never UNIMPLEMENTED: the node would take that for an adapter
+		// that predates DeliverSession.
+		if !job.hasMeta {
+			return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d carries no meta", job.id)
+		}
+		if got := int64(len(job.payload)); got != job.meta.PayloadLength {
+			return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d has a payload of %d bytes, but meta.payload_length says %d", job.id, got, uint64(job.meta.PayloadLength))
+		}
 	}
-	if got := uint64(len(job.payload)); got != pm.GetPayloadLength() {
-		return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d has a payload of %d bytes, but meta.payload_length says %d", d.GetId(), got, pm.GetPayloadLength())
-	}
-	if t := d.GetTimeoutMs(); t > 0 {
-		job.ctx, job.cancel = context.WithTimeout(ctx, msDuration(t))
-	} else {
-		job.ctx, job.cancel = context.WithCancel(ctx)
+	for _, job := range deliveries {
+		if t := job.timeoutMs; t > 0 {
+			job.ctx, job.cancel = context.WithTimeout(ctx, msDuration(t))
+		} else {
+			job.ctx, job.cancel = context.WithCancel(ctx)
+		}
 	}
 	ss.mu.Lock()
-	if ss.running[d.GetId()] != nil {
-		ss.mu.Unlock()
-		job.cancel()
-		return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d is already running", d.GetId())
+	for _, id := range cancels {
+		if cancel := ss.running[id]; cancel != nil {
+			cancel()
+		}
 	}
-	ss.running[d.GetId()] = job.cancel
+	for i, job := range deliveries {
+		if ss.running[job.id] != nil {
+			ss.mu.Unlock()
+			// None of this message runs; what it registered is
+			// cancelled with the session, which this error ends.
+			for _, job := range deliveries[i:] {
+				job.cancel()
+			}
+			return status.Errorf(codes.InvalidArgument, "deliver session: delivery %d is already running", job.id)
+		}
+		ss.running[job.id] = job.cancel
+	}
 	ss.mu.Unlock()
-	select {
-	case ss.work <- job:
-	default:
-		ss.workers.Go(func() { ss.worker(job) })
-	}
+	ss.pool.push(deliveries...)
 	return nil
 }
 
-// worker runs job, then whatever work comes, until the session ends.
-func (ss *serverSession) worker(job sessionJob) {
-	for ok := true; ok; job, ok = <-ss.work {
-		ss.deliver(job)
+// workerPool runs a session's deliveries concurrently, on as many worker
+// goroutines as deliveries have been running at once. Workers live as long
+// as the session, so their stacks stay grown (a new goroutine per delivery
+// spent a tenth of a NATS adapter's time growing its stack); a worker may
+// outlive a failed session, until its delivery returns.
+//
+// At most one worker is on its way to the queue at a time (woken, or just
+// started), and a worker that takes a delivery wakes the next one only if
+// more wait. A delivery that blocks (on the service's answer, say) thus
+// still has the next one started by another worker at once, but when
+// deliveries return quickly, the workers already running take the queue
+// between them, instead of each delivery waking a worker of its own: a
+// wake-up, with the other CPU's scheduler woken to run it, cost more than
+// a small delivery's own work.
+type workerPool struct {
+	run     func(*sessionJob)
+	workers sync.WaitGroup
+
+	mu     sync.Mutex
+	cond   sync.Cond     // idle workers wait on it; its L is &mu
+	queue  []*sessionJob // from head on
+	head   int
+	idle   int  // workers waiting on cond
+	waking bool // a worker is on its way: signalled, or started
+	closed bool
+}
+
+// push queues deliveries, and makes sure that a worker comes for them.
+func (p *workerPool) push(jobs ...*sessionJob) {
+	p.mu.Lock()
+	p.queue = append(p.queue, jobs...)
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+// wakeLocked sends a worker to the queue, unless one is on its way or the
+// queue is empty. Whenever the pool's lock is free and the queue holds a
+// delivery, a worker is on its way, or running and bound to come back.
+func (p *workerPool) wakeLocked() {
+	if p.waking || p.head == len(p.queue) {
+		return
+	}
+	p.waking = true
+	if p.idle > 0 {
+		p.cond.Signal()
+		return
+	}
+	p.workers.Go(p.worker)
+}
+
+// close stops the pool: workers exit once the queue is empty. With drop,
+// it empties the queue and returns the deliveries no worker will start
+// now.
+func (p *workerPool) close(drop bool) []*sessionJob {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	p.cond.Broadcast()
+	if !drop {
+		return nil
+	}
+	left := p.queue[p.head:]
+	p.queue, p.head = nil, 0
+	return left
+}
+
+func (p *workerPool) worker() {
+	p.mu.Lock()
+	p.waking = false // this worker was the one on its way
+	for {
+		if p.head == len(p.queue) {
+			if p.closed {
+				p.mu.Unlock()
+				return
+			}
+			p.idle++
+			p.cond.Wait()
+			p.idle--
+			if !p.closed {
+				p.waking = false // woken by wakeLocked's Signal
+			}
+			continue
+		}
+		job := p.queue[p.head]
+		p.queue[p.head] = nil
+		if p.head++; p.head == len(p.queue) {
+			p.queue, p.head = p.queue[:0], 0
+		}
+		p.wakeLocked()
+		p.mu.Unlock()
+		p.run(job)
+		p.mu.Lock()
 	}
 }
 
-func (ss *serverSession) deliver(job sessionJob) {
-	d := job.d
-	r := &payloadReader{data: job.payload}
-	res := ss.impl.Deliver(job.ctx, metaFromPB(d.GetMeta()), r)
+func (ss *serverSession) deliver(job *sessionJob) {
+	job.reader.data = job.payload
+	res := ss.impl.Deliver(job.ctx, job.meta, &job.reader)
 	job.cancel()
-	if r.close() && job.buf != nil {
+	if job.reader.close() && job.buf != nil {
 		buffers.Put(job.buf)
 	}
-	answer := &adapterpb.SessionResult{Id: d.GetId(), Result: resultToPB(res)}
+	answer := answerOf(job.id, res)
 	ss.mu.Lock()
-	delete(ss.running, d.GetId())
+	delete(ss.running, job.id)
 	ss.results = append(ss.results, answer)
+	first := len(ss.results) == 1
 	ss.mu.Unlock()
-	select {
-	case ss.wake <- struct{}{}:
-	default:
+	// As in clientSession.start: the sender takes every answer waiting
+	// once woken, so only the first needs to wake it.
+	if first {
+		select {
+		case ss.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -648,16 +811,27 @@ func (ss *serverSession) deliver(job sessionJob) {
 // it drops answers; the receiver sees the stream fail too.
 func (ss *serverSession) send() {
 	broken := false
+	var msg sessionAnswers // reused: the codec is done with it when SendMsg returns
 	flush := func() {
 		for {
-			results := ss.takeResults()
-			if len(results) == 0 {
+			select { // as in clientSession.send
+			case <-ss.wake:
+			default:
+			}
+			msg.answers = ss.takeResults(msg.answers)
+			if len(msg.answers) == 0 {
 				return
 			}
 			if broken {
 				continue // dropped: they cannot be sent
 			}
-			if err := ss.stream.Send(&adapterpb.SessionResponse{Results: results}); err != nil {
+			var err error
+			if ss.ownCodec.Load() {
+				err = ss.stream.SendMsg(&msg)
+			} else {
+				err = ss.stream.Send(msg.proto())
+			}
+			if err != nil {
 				broken = true
 			}
 		}
@@ -665,7 +839,11 @@ func (ss *serverSession) send() {
 	for {
 		select {
 		case <-ss.wake:
-			runtime.Gosched() // as in clientSession.send: let ready answers join
+			// As in clientSession.send: let ready answers join, if a
+			// delivery still runs that could give one.
+			if ss.busy() {
+				runtime.Gosched()
+			}
 			flush()
 		case <-ss.stop:
 			flush()
@@ -674,17 +852,20 @@ func (ss *serverSession) send() {
 	}
 }
 
-// takeResults removes the next message's worth of answers.
-func (ss *serverSession) takeResults() []*adapterpb.SessionResult {
+// busy reports whether a delivery of the session is still running.
+func (ss *serverSession) busy() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	results := ss.results
-	if len(results) <= sessionBatchResults {
-		ss.results = nil
-		return results
-	}
-	// The rest keeps the backing array; answers appended later cannot
-	// reach the part handed out, which is capped at its length.
-	ss.results = results[sessionBatchResults:]
-	return results[:sessionBatchResults:sessionBatchResults]
+	return len(ss.running) > 0
+}
+
+// takeResults moves the next message's worth of answers into into.
+func (ss *serverSession) takeResults(into []wireAnswer) []wireAnswer {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := min(len(ss.results), sessionBatchResults)
+	into = append(into[:0], ss.results[:n]...)
+	// Rarely more than a message's worth wait; the rest moves up.
+	ss.results = ss.results[:copy(ss.results, ss.results[n:])]
+	return into
 }

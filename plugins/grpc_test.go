@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -525,19 +527,54 @@ func checkDecoders(t *testing.T, data []byte) {
 			continue
 		}
 		jobs, cancels := r.items()
-		got := &adapterpb.SessionRequest{Cancel: cancels}
-		for _, j := range jobs {
-			d := proto.Clone(j.d).(*adapterpb.SessionDelivery)
-			d.Payload = j.payload
-			got.Deliveries = append(got.Deliveries, d)
+		if !slices.Equal(cancels, wantS.GetCancel()) || len(jobs) != len(wantS.GetDeliveries()) {
+			t.Fatalf("SessionRequest %x: %d deliveries, cancel %v; proto %v", data, len(jobs), cancels, &wantS)
 		}
-		if !proto.Equal(got, &wantS) {
-			t.Fatalf("SessionRequest %x:\n got %v\nwant %v", data, got, &wantS)
+		for i, j := range jobs {
+			// What the adapter sees of a delivery: Meta, as metaFromPB
+			// makes it of what protobuf decodes.
+			d := wantS.GetDeliveries()[i]
+			var meta Meta
+			if d.GetMeta() != nil {
+				meta = metaFromPB(d.GetMeta())
+			}
+			if j.id != d.GetId() || j.timeoutMs != d.GetTimeoutMs() || j.hasMeta != (d.GetMeta() != nil) ||
+				!sameMeta(j.meta, meta) || !bytes.Equal(j.payload, d.GetPayload()) {
+				t.Fatalf("SessionRequest %x: delivery %d:\n got id %d timeout %d meta %v %+v payload %x\nwant %v",
+					data, i, j.id, j.timeoutMs, j.hasMeta, j.meta, j.payload, d)
+			}
 		}
 		for _, j := range jobs {
 			buffers.Put(j.buf)
 		}
 	}
+	var wantR adapterpb.SessionResponse
+	wantErr = proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &wantR)
+	for _, bufs := range splits(data, uint64(len(data))+2) {
+		var r sessionResponse
+		err := r.decode(bufs)
+		if (err == nil) != (wantErr == nil) {
+			t.Fatalf("SessionResponse %x: proto says %v, sessionResponse %v", data, wantErr, err)
+		}
+		if err != nil {
+			continue
+		}
+		var plain sessionResponse
+		proto.Merge(&plain.SessionResponse, &wantR)
+		if got, want := r.get(), plain.get(); !slices.Equal(got, want) {
+			t.Fatalf("SessionResponse %x:\n got %+v\nwant %+v", data, got, want)
+		}
+	}
+}
+
+// sameMeta compares metas as an adapter sees them: no options and an
+// empty map of them are the same. (Protobuf makes the map for an options
+// field of the wrong wire type, and then skips the field.)
+func sameMeta(a, b Meta) bool {
+	if len(a.Options) == 0 && len(b.Options) == 0 {
+		a.Options, b.Options = nil, nil
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 func decoderSeeds() [][]byte {
@@ -602,6 +639,58 @@ func decoderSeeds() [][]byte {
 	s = protowire.AppendTag(s, 2, protowire.BytesType)
 	s = protowire.AppendBytes(s, protowire.AppendVarint(protowire.AppendVarint(nil, 6), 7))
 	seeds = append(seeds, s)
+	// BundleMeta with every field, options whose entries lack a key or a
+	// value or repeat one, and strings that are not UTF-8.
+	full := &adapterpb.BundleMeta{
+		BundleId: "dtn://mule1/app|800000000000.7", Source: "dtn://mule1/app", Destination: "ipn:2.1",
+		ReportTo: "dtn:none", CreationTimeMs: 800000000000, Sequence: 7, LifetimeMs: 1 << 62,
+		PayloadLength: 2, Flags: 4, HopCount: 3, HopLimit: 30, SignatureStatus: "valid:campfire/alice",
+		Route: "logs", Options: map[string]string{"subject": "logs.é", "": "", "name": "x"},
+	}
+	var opts []byte
+	opts = protowire.AppendTag(opts, 14, protowire.BytesType)
+	opts = protowire.AppendBytes(opts, protowire.AppendString(protowire.AppendTag(nil, 2, protowire.BytesType), "no key"))
+	opts = protowire.AppendTag(opts, 14, protowire.BytesType)
+	opts = protowire.AppendBytes(opts, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "no value"))
+	opts = protowire.AppendTag(opts, 14, protowire.BytesType)
+	opts = protowire.AppendBytes(opts, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "subject"))
+	opts = protowire.AppendTag(opts, 10, protowire.BytesType) // hop_count with the wrong wire type: unknown
+	opts = protowire.AppendBytes(opts, []byte("?"))
+	badUTF8 := protowire.AppendString(protowire.AppendTag(nil, 2, protowire.BytesType), "dtn://\xff")
+	var badKey []byte
+	badKey = protowire.AppendTag(badKey, 14, protowire.BytesType)
+	badKey = protowire.AppendBytes(badKey, protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "\xfe"))
+	for _, mb := range [][]byte{append(m(full), opts...), badUTF8, badKey} {
+		var d []byte
+		d = protowire.AppendTag(d, 1, protowire.VarintType)
+		d = protowire.AppendVarint(d, 9)
+		d = protowire.AppendTag(d, 2, protowire.BytesType)
+		d = protowire.AppendBytes(d, mb)
+		d = protowire.AppendTag(d, 3, protowire.BytesType)
+		d = protowire.AppendBytes(d, []byte("hi"))
+		seeds = append(seeds, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), d))
+	}
+	// SessionResponse: answers of every kind, a result given twice
+	// (merged), a status that is no Status, a reason that is not UTF-8.
+	seeds = append(seeds, m(&adapterpb.SessionResponse{Results: []*adapterpb.SessionResult{
+		{Id: 1, Result: resultToPB(Delivered())},
+		{Id: 2, Result: resultToPB(RetryLater(1500*time.Millisecond, "later"))},
+		{Id: 3, Result: resultToPB(Rejected("never"))},
+		{Id: 4},
+		{Id: 5, Result: &adapterpb.DeliverResponse{Status: 42, Reason: strings.Repeat("r", 3000)}},
+		{Id: 6, Result: &adapterpb.DeliverResponse{Status: -1}},
+	}}))
+	var r []byte
+	r = protowire.AppendTag(r, 2, protowire.BytesType)
+	r = protowire.AppendBytes(r, m(&adapterpb.DeliverResponse{Status: adapterpb.DeliverResponse_STATUS_RETRY, RetryAfterMs: 10}))
+	r = protowire.AppendTag(r, 1, protowire.VarintType)
+	r = protowire.AppendVarint(r, 77)
+	r = protowire.AppendTag(r, 2, protowire.BytesType)
+	r = protowire.AppendBytes(r, m(&adapterpb.DeliverResponse{Reason: "merged"}))
+	seeds = append(seeds, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), r))
+	badReason := protowire.AppendString(protowire.AppendTag(nil, 3, protowire.BytesType), "\xff")
+	badReason = protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), badReason)
+	seeds = append(seeds, protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), badReason))
 	// Truncated and garbled input.
 	for _, x := range slices.Clone(seeds) {
 		if len(x) > 2 {
@@ -615,6 +704,106 @@ func TestDecodersMatchProto(t *testing.T) {
 	for _, seed := range decoderSeeds() {
 		checkDecoders(t, seed)
 	}
+}
+
+// The hand-written encoders write what protobuf reads back as the
+// generated messages would have it: metaToPB for a delivery's meta,
+// resultToPB for an answer. With at most one option (protobuf writes map
+// entries in random order) the bytes are protobuf's own, field for field.
+func TestEncodersMatchProto(t *testing.T) {
+	metas := []Meta{
+		{},
+		{BundleID: "x", PayloadLength: 3},
+		{
+			BundleID: "dtn://mule1/app|800000000000.7", Source: "dtn://mule1/app", Destination: "ipn:2.1",
+			ReportTo: "dtn:none", CreationTime: 800000000000, Sequence: 1 << 40, Lifetime: 90 * time.Minute,
+			PayloadLength: 1000, Flags: 4, HopCount: 3, HopLimit: 1<<32 - 1, SignatureStatus: "valid:campfire/alice",
+			Route: "logs", Options: map[string]string{"subject": "logs.mule1.é"},
+		},
+		{BundleID: "y", Lifetime: -time.Second, PayloadLength: SessionPayloadMax, Options: map[string]string{"": "", "a": strings.Repeat("v", 300), "b": "w"}},
+		{BundleID: strings.Repeat("z", 200), Lifetime: time.Duration(math.MaxInt64), PayloadLength: 127},
+	}
+	for i, meta := range metas {
+		payload := payloadOf(int(meta.PayloadLength), uint64(i))
+		for _, timeout := range []uint64{0, 1, 30000} {
+			id := uint64(i)*1000 + timeout
+			buf, data, err := encodeDelivery(id, &meta, timeout, bytes.NewReader(payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(data, payload) {
+				t.Fatalf("meta %d: the payload in the buffer differs", i)
+			}
+			var got adapterpb.SessionRequest
+			if err := proto.Unmarshal(buf.ReadOnlyData(), &got); err != nil {
+				t.Fatalf("meta %d: protobuf cannot read the encoding: %v", i, err)
+			}
+			want := &adapterpb.SessionRequest{Deliveries: []*adapterpb.SessionDelivery{{Id: id, Meta: metaToPB(meta), Payload: payload, TimeoutMs: timeout}}}
+			if !proto.Equal(&got, want) {
+				t.Fatalf("meta %d:\n got %v\nwant %v", i, &got, want)
+			}
+			if len(meta.Options) <= 1 {
+				if b, _ := proto.Marshal(want); !bytes.Equal(b, buf.ReadOnlyData()) {
+					t.Fatalf("meta %d: protobuf encodes it as\n%x\nnot\n%x", i, b, buf.ReadOnlyData())
+				}
+			}
+			buf.Free()
+		}
+	}
+	// A string protobuf could not carry fails its delivery only.
+	for _, meta := range []Meta{{BundleID: "\xff"}, {Route: "a\xc0"}, {Options: map[string]string{"k\xff": "v"}}, {Options: map[string]string{"k": "\xff"}}} {
+		if _, _, err := encodeDelivery(1, &meta, 0, nil); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("%+v: want ErrInvalid, got %v", meta, err)
+		}
+	}
+	// A whole message: encoded deliveries and cancellations.
+	var batch sessionBatch
+	var want adapterpb.SessionRequest
+	for i, meta := range metas[:3] {
+		buf, _, err := encodeDelivery(uint64(i+1), &meta, 5, bytes.NewReader(payloadOf(int(meta.PayloadLength), 0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch.deliveries = append(batch.deliveries, buf)
+		want.Deliveries = append(want.Deliveries, &adapterpb.SessionDelivery{Id: uint64(i + 1), Meta: metaToPB(meta), Payload: payloadOf(int(meta.PayloadLength), 0), TimeoutMs: 5})
+	}
+	batch.cancel = []uint64{3, 1 << 40}
+	want.Cancel = batch.cancel
+	data, err := codec{}.Marshal(&batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got adapterpb.SessionRequest
+	if err := proto.Unmarshal(data.Materialize(), &got); err != nil || !proto.Equal(&got, &want) {
+		t.Fatalf("sessionBatch: %v\n got %v\nwant %v", err, &got, &want)
+	}
+	data.Free()
+	// Answers.
+	answers := sessionAnswers{answers: []wireAnswer{
+		answerOf(1, Delivered()),
+		answerOf(2, RetryLater(2500*time.Millisecond, "later")),
+		answerOf(3, Rejected("never")),
+		answerOf(1<<50, Result{Status: Retry, Err: errors.New("broken")}),
+		answerOf(5, Rejected(strings.Repeat("é", 1000))),
+		{id: 6},
+	}}
+	data, err = codec{}.Marshal(&answers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotR adapterpb.SessionResponse
+	if err := proto.Unmarshal(data.Materialize(), &gotR); err != nil || !proto.Equal(&gotR, answers.proto()) {
+		t.Fatalf("sessionAnswers: %v\n got %v\nwant %v", err, &gotR, answers.proto())
+	}
+	if b, _ := proto.Marshal(answers.proto()); !bytes.Equal(b, data.Materialize()) {
+		t.Fatalf("sessionAnswers: protobuf encodes them as\n%x\nnot\n%x", b, data.Materialize())
+	}
+	for i, r := range gotR.GetResults() {
+		if want := resultToPB(answers.answers[i].result()); i < 5 && !proto.Equal(r.GetResult(), want) {
+			t.Fatalf("answer %d: %v, want %v", i, r.GetResult(), want)
+		}
+	}
+	data.Free()
 }
 
 func FuzzDecoders(f *testing.F) {
@@ -746,6 +935,21 @@ func (s *sentResponses) Send(m *adapterpb.SessionResponse) error {
 	return nil
 }
 
+// SendMsg takes what the sender sends through the contract's codec, as
+// gRPC would: marshalled at once, and read back as protobuf.
+func (s *sentResponses) SendMsg(m any) error {
+	data, err := codec{}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	defer data.Free()
+	var resp adapterpb.SessionResponse
+	if err := proto.Unmarshal(data.Materialize(), &resp); err != nil {
+		return err
+	}
+	return s.Send(&resp)
+}
+
 // However many answers wait, each SessionResponse carries at most
 // sessionBatchResults of them, so it stays far below gRPC's limit.
 func TestSessionResponsesAreBounded(t *testing.T) {
@@ -764,38 +968,41 @@ func TestSessionResponsesAreBounded(t *testing.T) {
 		// message.
 		{"broken", 1000, 1, []int{sessionBatchResults}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			stream := &sentResponses{failAt: tc.failAt}
-			ss := &serverSession{stream: stream, wake: make(chan struct{}, 1), stop: make(chan struct{})}
-			for i := range tc.waiting {
-				ss.results = append(ss.results, &adapterpb.SessionResult{Id: uint64(i), Result: resultToPB(Rejected(strings.Repeat("r", 5000)))})
-			}
-			close(ss.stop)
-			ss.send()
-			var sizes []int
-			next := uint64(0)
-			for _, m := range stream.sent {
-				sizes = append(sizes, len(m.GetResults()))
-				if n := proto.Size(m); n > 100<<10 {
-					t.Errorf("a message of %d bytes", n)
+		for _, own := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/own-codec=%v", tc.name, own), func(t *testing.T) {
+				stream := &sentResponses{failAt: tc.failAt}
+				ss := &serverSession{stream: stream, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+				ss.ownCodec.Store(own)
+				for i := range tc.waiting {
+					ss.results = append(ss.results, answerOf(uint64(i), Rejected(strings.Repeat("r", 5000))))
 				}
-				for _, r := range m.GetResults() {
-					if r.GetId() != next {
-						t.Fatalf("answer %d sent where %d was due", r.GetId(), next)
+				close(ss.stop)
+				ss.send()
+				var sizes []int
+				next := uint64(0)
+				for _, m := range stream.sent {
+					sizes = append(sizes, len(m.GetResults()))
+					if n := proto.Size(m); n > 100<<10 {
+						t.Errorf("a message of %d bytes", n)
 					}
-					next++
+					for _, r := range m.GetResults() {
+						if r.GetId() != next {
+							t.Fatalf("answer %d sent where %d was due", r.GetId(), next)
+						}
+						next++
+					}
 				}
-			}
-			if !slices.Equal(sizes, tc.wantSends) {
-				t.Fatalf("sent messages of %v answers, want %v", sizes, tc.wantSends)
-			}
-			if want := len(tc.wantSends) + 1; tc.failAt >= 0 && stream.tries != want {
-				t.Fatalf("%d sends tried, want %d: the sent ones and the failed one", stream.tries, want)
-			}
-			if len(ss.results) != 0 {
-				t.Fatalf("%d answers left behind", len(ss.results))
-			}
-		})
+				if !slices.Equal(sizes, tc.wantSends) {
+					t.Fatalf("sent messages of %v answers, want %v", sizes, tc.wantSends)
+				}
+				if want := len(tc.wantSends) + 1; tc.failAt >= 0 && stream.tries != want {
+					t.Fatalf("%d sends tried, want %d: the sent ones and the failed one", stream.tries, want)
+				}
+				if len(ss.results) != 0 {
+					t.Fatalf("%d answers left behind", len(ss.results))
+				}
+			})
+		}
 	}
 }
 
@@ -803,10 +1010,14 @@ func TestSessionResponsesAreBounded(t *testing.T) {
 // contract's codec at both ends, and with gRPC's own codec at both ends
 // (same flow-control windows), to show what the right-sized buffers save:
 // a 10 MiB payload is 160 chunks of 64 KiB, each of which gRPC's pool
-// serves from its 1 MiB tier, cleared. Both ends run in this process, so
-// the time is the CPU of both; the "grpc-codec" result reports its rate as
-// a percentage of the "contract" run just before it (with -count N,
-// compare medians instead).
+// serves from its 1 MiB tier, cleared. A 1 KiB payload goes on the
+// DeliverSession stream, where the node uses the contract's codec
+// whatever the connection's (sessionCodec): there "grpc-codec" means the
+// adapter's end only, which decodes with protobuf's generic code and
+// answers with generated messages. Both ends run in this process, so the
+// time is the CPU of both; the "grpc-codec" result reports its rate as a
+// percentage of the "contract" run just before it (with -count N, compare
+// medians instead).
 //
 //	go test -run '^$' -bench Codec -benchtime 2s -count 3 ./plugins
 func BenchmarkCodec(b *testing.B) {
@@ -918,4 +1129,159 @@ func TestRejectIsOptional(t *testing.T) {
 			t.Fatalf("Reject on an adapter without it = %v, want ErrUnsupported", err)
 		}
 	})
+}
+
+// Deliveries that block until every one of them runs still all run: a
+// worker that takes a delivery has the next one started by another,
+// whether idle or new.
+func TestWorkerPoolRunsBlockingDeliveriesConcurrently(t *testing.T) {
+	const n, rounds = 50, 3
+	var started [rounds]sync.WaitGroup
+	var ran atomic.Int64
+	p := &workerPool{run: func(job *sessionJob) {
+		// job.id is the round: each round's deliveries wait for each other.
+		wg := &started[job.id]
+		wg.Done()
+		all := make(chan struct{})
+		go func() { wg.Wait(); close(all) }()
+		select {
+		case <-all:
+			ran.Add(1)
+		case <-time.After(10 * time.Second):
+			t.Error("a delivery waited for the others to start, and they did not")
+		}
+	}}
+	p.cond.L = &p.mu
+	for round := range rounds {
+		started[round].Add(n)
+		for range n {
+			p.push(&sessionJob{id: uint64(round)})
+		}
+		for deadline := time.Now().Add(20 * time.Second); ran.Load() < int64(n*(round+1)) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	p.close(false)
+	p.workers.Wait()
+	if ran.Load() != n*rounds {
+		t.Fatalf("%d deliveries ran, want %d", ran.Load(), n*rounds)
+	}
+}
+
+// Closed with drop, the pool hands back what no worker started, and runs
+// nothing more; closed without, it runs what was queued before it ends.
+func TestWorkerPoolClose(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		release := make(chan struct{})
+		var ran atomic.Int64
+		p := &workerPool{run: func(*sessionJob) { <-release; ran.Add(1) }}
+		p.cond.L = &p.mu
+		p.push(&sessionJob{id: 1})
+		// A worker on its way takes a delivery as it arrives, in one
+		// hold of the lock.
+		p.mu.Lock()
+		for p.waking {
+			p.mu.Unlock()
+			runtime.Gosched()
+			p.mu.Lock()
+		}
+		// Two more behind the first, with no worker sent for them: the
+		// one running the first is to take them.
+		p.queue = append(p.queue, &sessionJob{id: 2}, &sessionJob{id: 3})
+		p.mu.Unlock()
+		left := p.close(drop)
+		close(release)
+		p.workers.Wait()
+		want, wantLeft := int64(3), 0
+		if drop {
+			want, wantLeft = 1, 2
+		}
+		if ran.Load() != want || len(left) != wantLeft {
+			t.Fatalf("drop %v: %d ran, %d handed back; want %d and %d", drop, ran.Load(), len(left), want, wantLeft)
+		}
+	}
+}
+
+// A meta that protobuf could not carry (a string that is not UTF-8) fails
+// its own delivery, not the session and every delivery on it.
+func TestInvalidMetaFailsOnlyItsDelivery(t *testing.T) {
+	a := newRecorder()
+	c, _ := connect(t, setups[0], a)
+	res := c.Deliver(t.Context(), Meta{BundleID: "bad\xff", PayloadLength: 1}, bytes.NewReader([]byte("x")))
+	if res.Status != Retry || !errors.Is(res.Err, ErrInvalid) {
+		t.Fatalf("want a retry with ErrInvalid, got %+v", res)
+	}
+	if res := c.Deliver(t.Context(), Meta{BundleID: "good", PayloadLength: 1}, bytes.NewReader([]byte("x"))); res.Status != OK {
+		t.Fatalf("after it: %v", res)
+	}
+	if a.calls.Load() != 1 {
+		t.Fatalf("%d deliveries reached the adapter, want 1", a.calls.Load())
+	}
+}
+
+// Deliveries under contexts that end while they wait, shared by many or
+// each its own, racing their answers: each gets one answer, OK or the end
+// of its context, and the session is left with nothing pending or
+// watched.
+func TestDeliverContextsEndWhileWaiting(t *testing.T) {
+	a := newRecorder()
+	a.deliver = func(ctx context.Context, m Meta, r io.Reader) Result {
+		_, _ = io.Copy(io.Discard, r)
+		d, _ := strconv.Atoi(m.Options["sleep_us"])
+		select {
+		case <-time.After(time.Duration(d) * time.Microsecond):
+			return Delivered()
+		case <-ctx.Done():
+			return RetryLater(0, "cancelled")
+		}
+	}
+	c, _ := connect(t, setups[0], a)
+	var ok, ended atomic.Int64
+	var wg sync.WaitGroup
+	for round := range 20 {
+		shared, cancelShared := context.WithCancel(t.Context())
+		time.AfterFunc(time.Duration(round%5)*300*time.Microsecond, cancelShared)
+		for g := range 32 {
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(uint64(round), uint64(g)))
+				for i := range 10 {
+					ctx, cancel := shared, context.CancelFunc(func() {})
+					switch i % 3 {
+					case 1:
+						ctx, cancel = context.WithTimeout(t.Context(), time.Duration(r.IntN(1500))*time.Microsecond)
+					case 2:
+						ctx = context.WithoutCancel(t.Context())
+					}
+					meta := Meta{BundleID: fmt.Sprintf("b%d.%d.%d", round, g, i), PayloadLength: 10,
+						Options: map[string]string{"sleep_us": strconv.Itoa(r.IntN(1000))}}
+					res := c.Deliver(ctx, meta, bytes.NewReader(make([]byte, 10)))
+					switch {
+					case res.Status == OK:
+						ok.Add(1)
+					case res.Status == Retry && (ctx.Err() != nil || res.Reason == "cancelled"):
+						ended.Add(1)
+					default:
+						t.Errorf("%s: %+v (context: %v)", meta.BundleID, res, ctx.Err())
+					}
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
+		cancelShared()
+	}
+	if ok.Load() == 0 || ended.Load() == 0 {
+		t.Fatalf("%d delivered, %d ended by their context: want some of each", ok.Load(), ended.Load())
+	}
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s == nil {
+		t.Fatal("the session failed")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) != 0 || len(s.watches) != 0 || len(s.queue) != 0 {
+		t.Fatalf("left behind: %d pending, %d watches, %d queued", len(s.pending), len(s.watches), len(s.queue))
+	}
 }

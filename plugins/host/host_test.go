@@ -311,12 +311,16 @@ func TestAdapterLogsReachZap(t *testing.T) {
 	if err := m.Start(t.Context(), Spec{Name: "files", Builtin: "dir", Config: dirConfig(t)}); err != nil {
 		t.Fatal(err)
 	}
-	// The dir adapter logs "configured" at info from its own process.
+	// The dir adapter logs "configured" at info from its own process. The
+	// line comes through its stderr, which the node reads on its own
+	// time: Start may return before it is logged.
 	var found bool
-	for _, e := range logs.FilterMessage("configured").All() {
-		fields := e.ContextMap()
-		if fields["adapter"] == "files" && e.Level == zapcore.InfoLevel && fields["out"] != nil {
-			found = true
+	for deadline := time.Now().Add(10 * time.Second); !found && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, e := range logs.FilterMessage("configured").All() {
+			fields := e.ContextMap()
+			if fields["adapter"] == "files" && e.Level == zapcore.InfoLevel && fields["out"] != nil {
+				found = true
+			}
 		}
 	}
 	if !found {

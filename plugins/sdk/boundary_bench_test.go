@@ -169,6 +169,8 @@ func deliverAll(b *testing.B, ad plugins.Adapter, pid, size, conc int) float64 {
 	var wg sync.WaitGroup
 	self := os.Getpid()
 	node0, adapter0 := cpuTime(self), cpuTime(pid)
+	nodeR0, nodeW0 := syscalls(self)
+	adapterR0, adapterW0 := syscalls(pid)
 	b.ResetTimer()
 	start := time.Now()
 	for range conc {
@@ -206,6 +208,13 @@ func deliverAll(b *testing.B, ad plugins.Adapter, pid, size, conc int) float64 {
 	b.ReportMetric(rate, "bundles/s")
 	b.ReportMetric(float64((cpuTime(self)-node0).Microseconds())/float64(b.N), "node-cpu-µs/op")
 	b.ReportMetric(float64((cpuTime(pid)-adapter0).Microseconds())/float64(b.N), "adapter-cpu-µs/op")
+	// System calls per bundle: fewer than one means batching.
+	nodeR, nodeW := syscalls(self)
+	adapterR, adapterW := syscalls(pid)
+	b.ReportMetric(float64(nodeR-nodeR0)/float64(b.N), "node-reads/op")
+	b.ReportMetric(float64(nodeW-nodeW0)/float64(b.N), "node-writes/op")
+	b.ReportMetric(float64(adapterR-adapterR0)/float64(b.N), "adapter-reads/op")
+	b.ReportMetric(float64(adapterW-adapterW0)/float64(b.N), "adapter-writes/op")
 	return rate
 }
 
@@ -223,6 +232,26 @@ func cpuTime(pid int) time.Duration {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(u+s) * 10 * time.Millisecond
+}
+
+// syscalls is the number of read and write system calls process pid has
+// made (all kinds: sockets, files, pipes), from /proc/PID/io.
+func syscalls(pid int) (reads, writes int64) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.Lines(string(raw)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "syscr":
+			reads = n
+		case "syscw":
+			writes = n
+		}
+	}
+	return reads, writes
 }
 
 func sizeName(n int) string {
