@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -456,20 +455,8 @@ func TestAdapterRejectsBundle(t *testing.T) {
 	// The report goes to the bundle's report-to, here the node itself.
 	reports := func() map[bundle.ID]bundle.StatusReport {
 		got := map[bundle.ID]bundle.StatusReport{}
-		ms, _ := n.Deliveries(ctx, n.ID(), 100)
-		for _, m := range ms {
-			if !m.Bundle.IsAdminRecord() {
-				continue
-			}
-			p, err := n.OpenPayload(ctx, m.ID)
-			if err != nil {
-				continue
-			}
-			data, _ := io.ReadAll(p)
-			p.Close()
-			if r, err := bundle.ParseStatusReport(data); err == nil {
-				got[r.Subject] = r
-			}
+		for _, r := range statusReports(n, n.ID()) {
+			got[r.Subject] = r
 		}
 		return got
 	}

@@ -90,19 +90,8 @@ func TestStatusReports(t *testing.T) {
 	// The reports come back to a's own endpoint (its report-to, the source).
 	seen := map[string]bool{}
 	waitFor(t, "a reception and a delivery report at a", func() bool {
-		got, _ := a.Deliveries(ctx, a.ID(), 10)
-		for _, m := range got {
-			if !m.Bundle.IsAdminRecord() {
-				continue
-			}
-			p, err := a.OpenPayload(ctx, m.ID)
-			if err != nil {
-				continue
-			}
-			data, _ := io.ReadAll(p)
-			p.Close()
-			r, err := bundle.ParseStatusReport(data)
-			if err != nil || r.Subject != id {
+		for _, r := range statusReports(a, a.ID()) {
+			if r.Subject != id {
 				continue
 			}
 			if r.Received.Asserted && r.Received.Time != 0 {
@@ -332,16 +321,8 @@ func TestRefusalReports(t *testing.T) {
 	// reports lists the reports r made about id, as "kind:reason".
 	reports := func(id bundle.ID) []string {
 		var out []string
-		got, _ := r.Deliveries(ctx, reportTo, 1000)
-		for _, m := range got {
-			p, err := r.OpenPayload(ctx, m.ID)
-			if err != nil {
-				continue
-			}
-			data, _ := io.ReadAll(p)
-			p.Close()
-			rep, err := bundle.ParseStatusReport(data)
-			if err != nil || rep.Subject != id {
+		for _, rep := range statusReports(r, reportTo) {
+			if rep.Subject != id {
 				continue
 			}
 			for kind, a := range map[string]bundle.StatusAssertion{"received": rep.Received, "forwarded": rep.Forwarded, "delivered": rep.Delivered, "deleted": rep.Deleted} {
@@ -405,4 +386,27 @@ func TestRefusalReports(t *testing.T) {
 			}
 		})
 	}
+}
+
+// statusReports returns the status reports waiting for delivery at
+// endpoint ep of n (at most 1000), skipping whatever else is there.
+func statusReports(n *Node, ep bundle.EID) []bundle.StatusReport {
+	ctx := context.Background()
+	var out []bundle.StatusReport
+	got, _ := n.Deliveries(ctx, ep, 1000)
+	for _, m := range got {
+		if !m.Bundle.IsAdminRecord() {
+			continue
+		}
+		p, err := n.OpenPayload(ctx, m.ID)
+		if err != nil {
+			continue
+		}
+		data, _ := io.ReadAll(p)
+		p.Close()
+		if r, err := bundle.ParseStatusReport(data); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out
 }
