@@ -64,6 +64,12 @@ type contact struct {
 	// summary to tell it (see control.Summary.Refused). At most
 	// maxRefusalsPending; the oldest go first.
 	refused []control.Refusal
+	// wantFull: a delta of the peer's arrived for an epoch whose full
+	// summary this node lacks; ask for one. peerWantsFull: the peer asked
+	// this node for one. fullNow wakes the summary loop for either.
+	wantFull      bool
+	peerWantsFull bool
+	fullNow       chan struct{}
 }
 
 // maxRefusalsPending bounds what a contact remembers to tell the peer about
@@ -81,7 +87,7 @@ func (n *Node) onEvent(ev convergence.Event) {
 			log: n.log.With(zap.Stringer("peer", peer)), ctx: ctx, cancel: cancel,
 			wake: make(chan struct{}, 1), sem: make(chan struct{}, n.cfg.QUIC.MaxConcurrentSends),
 			start: n.now(), sent: map[control.Digest]bundle.ID{}, sending: map[control.Digest]bool{},
-			fullScan: true, myEpoch: rand.Uint64(), noticesSent: map[string]bool{},
+			fullScan: true, myEpoch: rand.Uint64(), noticesSent: map[string]bool{}, fullNow: make(chan struct{}, 1),
 		}
 		n.mu.Lock()
 		old := n.contacts[peer]
@@ -176,6 +182,11 @@ func (c *contact) run(ctx context.Context) {
 			return
 		case <-c.sess.Done():
 			return
+		case <-c.fullNow:
+			c.mu.Lock()
+			full := c.peerWantsFull
+			c.mu.Unlock()
+			c.sendSummary(ctx, full)
 		case <-t.C:
 			c.sendSummary(ctx, false)
 			c.mu.Lock()
@@ -199,6 +210,8 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 	n.mu.Unlock()
 	s := control.Summary{}
 	c.mu.Lock()
+	full = full || c.peerWantsFull
+	c.peerWantsFull = false
 	if !full && c.myBase != nil {
 		for d := range current {
 			if _, ok := c.myBase[d]; !ok {
@@ -246,10 +259,11 @@ func (c *contact) sendSummary(ctx context.Context, full bool) {
 	}
 	c.mu.Lock()
 	s.Refused, c.refused = c.refused, nil
+	s.WantFull = c.wantFull
 	c.mu.Unlock()
 	sig := summarySignature(s)
 	c.mu.Lock()
-	repeat := !s.Full && len(s.Notices) == 0 && len(s.Refused) == 0 && sig == c.lastSig && c.quietTicks < 10
+	repeat := !s.Full && !s.WantFull && len(s.Notices) == 0 && len(s.Refused) == 0 && sig == c.lastSig && c.quietTicks < 10
 	if repeat {
 		c.quietTicks++
 	} else {
@@ -317,8 +331,16 @@ func summarySignature(s control.Summary) uint64 {
 func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 	c.n.metrics.summariesRecv.Inc()
 	c.mu.Lock()
+	if s.WantFull && !c.peerWantsFull {
+		c.peerWantsFull = true
+		select {
+		case c.fullNow <- struct{}{}:
+		default:
+		}
+	}
 	switch {
 	case s.Full && (!c.haveSummary || s.Epoch != c.peerEpoch || s.Seq >= c.peerSeq):
+		c.wantFull = false
 		c.haveSummary = true
 		c.peerEpoch, c.peerSeq = s.Epoch, s.Seq
 		c.peerBase = digestSet(s.Held)
@@ -328,8 +350,17 @@ func (c *contact) applySummary(ctx context.Context, s control.Summary) {
 		c.peerAdd, c.peerDrop = digestSet(s.Held), digestSet(s.Dropped)
 	default:
 		// A delta of an epoch whose full summary has not arrived (streams
-		// are not ordered), or an older one: the next will do.
+		// are not ordered), or an older one: the next will do. From the
+		// epoch's second delta on, its full summary is not merely late but
+		// lost to this contact: ask for another.
+		ask := !s.Full && s.Seq >= 2 && (!c.haveSummary || s.Epoch != c.peerEpoch) && !c.wantFull
+		if ask {
+			c.wantFull = true
+		}
 		c.mu.Unlock()
+		if ask {
+			c.log.Debug("the peer's full summary never arrived; asking for another", zap.Uint64("epoch", s.Epoch), zap.Uint64("seq", s.Seq))
+		}
 		c.acceptNotices(ctx, s.Notices)
 		c.acceptRefusals(ctx, s.Refused)
 		return

@@ -93,11 +93,11 @@ func TestChatTwoNodesInTmux(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	alice, bob := newTestNode(t, "alice"), newTestNode(t, "bob")
-	alice.start(t)
-	bob.start(t, alice)
+	alice.Start(t)
+	bob.Start(t, alice)
 
 	chat := func(n *testNode) []string {
-		return []string{mulegateBin, "chat", "--group", "campfire", "--api", n.api, "--data", n.data}
+		return []string{mulegateBin, "chat", "--group", "campfire", "--api", n.API, "--data", n.Data}
 	}
 	env := []string{"TERM=xterm-256color", "LANG=C.UTF-8"}
 	tm.start(t, "alice", env, chat(alice)...)
@@ -107,9 +107,9 @@ func TestChatTwoNodesInTmux(t *testing.T) {
 	}
 	// Both nodes registered the group.
 	for _, n := range []*testNode{alice, bob} {
-		eps, err := n.client(t).Endpoints(ctx)
+		eps, err := n.Client(t).Endpoints(ctx)
 		if err != nil || len(eps.Endpoints) != 1 || eps.Endpoints[0] != "dtn://~campfire/chat" {
-			t.Fatalf("%s's endpoints: %+v %v", n.name, eps, err)
+			t.Fatalf("%s's endpoints: %+v %v", n.Name, eps, err)
 		}
 	}
 
@@ -130,7 +130,7 @@ func TestChatTwoNodesInTmux(t *testing.T) {
 	}
 	tm.typeLine(t, "alice", "/share "+share)
 	tm.waitScreen(t, "alice", 10*time.Second, "shared map of the woods.txt (")
-	incoming := filepath.Join(bob.data, "chat", "campfire", "incoming")
+	incoming := filepath.Join(bob.Data, "chat", "campfire", "incoming")
 	first := filepath.Join(incoming, "map of the woods.txt")
 	tm.waitScreen(t, "bob", 30*time.Second, "alice ✓ (1 hop, ", "shared map of the woods.txt (117.2 KiB), saved as "+incoming)
 	if got, err := os.ReadFile(first); err != nil || !bytes.Equal(got, content) {
@@ -161,13 +161,13 @@ func TestChatTwoNodesInTmux(t *testing.T) {
 
 	// Everything taken was acknowledged: nothing waits at either node.
 	for _, n := range []*testNode{alice, bob} {
-		eventually(t, 10*time.Second, n.name+" still has chat messages waiting", func() bool {
-			d, err := n.client(t).Deliveries(ctx, mustEID(t, "dtn://~campfire/chat"), 0)
+		eventually(t, 10*time.Second, n.Name+" still has chat messages waiting", func() bool {
+			d, err := n.Client(t).Deliveries(ctx, mustEID(t, "dtn://~campfire/chat"), 0)
 			return err == nil && len(d) == 0
 		})
 	}
 	// The history file kept them.
-	hist, err := os.ReadFile(filepath.Join(bob.data, "chat", "campfire", "history.jsonl"))
+	hist, err := os.ReadFile(filepath.Join(bob.Data, "chat", "campfire", "history.jsonl"))
 	if err != nil || !strings.Contains(string(hist), "hello from alice, by the fire") {
 		t.Errorf("Bob's history: %v\n%s", err, hist)
 	}

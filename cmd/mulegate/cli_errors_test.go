@@ -16,49 +16,49 @@ func TestCLIClientErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	n := newTestNode(t, "solo")
-	n.start(t)
+	n.Start(t)
 	file := filepath.Join(t.TempDir(), "payload")
 	if err := os.WriteFile(file, []byte("payload"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	emptyData := t.TempDir()
-	dead := freePort(t, "tcp")
+	dead := freeTCP(t)
 	cases := []struct {
 		name string
 		env  []string
 		args []string
 		want []string
 	}{
-		{"no token file", nil, []string{"status", "--api", n.api, "--data", emptyData}, []string{"no API token", "MULEGATE_API_TOKEN"}},
-		{"wrong token", []string{"MULEGATE_API_TOKEN=" + strings.Repeat("0", 64), "MULEGATE_API=" + n.api}, []string{"peers"}, []string{"wrong API token", "401"}},
-		{"nobody listening", nil, []string{"status", "--api", dead, "--data", n.data}, []string{"cannot reach the node's API at " + dead, "mulegate run"}},
-		{"lifetime over the node's maximum", nil, []string{"send", "--to", "dtn://x/y", "--lifetime", "1000d", file, "--api", n.api, "--data", n.data}, []string{"lifetime exceeds", "422"}},
-		{"bad destination", nil, []string{"send", "--to", "bob", file, "--api", n.api, "--data", n.data}, []string{"--to \"bob\""}},
-		{"missing file", nil, []string{"send", "--to", "dtn://x/y", filepath.Join(emptyData, "nope"), "--api", n.api, "--data", n.data}, []string{"no such file"}},
-		{"another node's endpoint", nil, []string{"recv", "--endpoint", "dtn://other/inbox", "--api", n.api, "--data", n.data}, []string{"belongs to node dtn://other/"}},
-		{"unknown state", nil, []string{"bundles", "--state", "lost", "--api", n.api, "--data", n.data}, []string{"--state \"lost\"", "pending"}},
+		{"no token file", nil, []string{"status", "--api", n.API, "--data", emptyData}, []string{"no API token", "MULEGATE_API_TOKEN"}},
+		{"wrong token", []string{"MULEGATE_API_TOKEN=" + strings.Repeat("0", 64), "MULEGATE_API=" + n.API}, []string{"peers"}, []string{"wrong API token", "401"}},
+		{"nobody listening", nil, []string{"status", "--api", dead, "--data", n.Data}, []string{"cannot reach the node's API at " + dead, "mulegate run"}},
+		{"lifetime over the node's maximum", nil, []string{"send", "--to", "dtn://x/y", "--lifetime", "1000d", file, "--api", n.API, "--data", n.Data}, []string{"lifetime exceeds", "422"}},
+		{"bad destination", nil, []string{"send", "--to", "bob", file, "--api", n.API, "--data", n.Data}, []string{"--to \"bob\""}},
+		{"missing file", nil, []string{"send", "--to", "dtn://x/y", filepath.Join(emptyData, "nope"), "--api", n.API, "--data", n.Data}, []string{"no such file"}},
+		{"another node's endpoint", nil, []string{"recv", "--endpoint", "dtn://other/inbox", "--api", n.API, "--data", n.Data}, []string{"belongs to node dtn://other/"}},
+		{"unknown state", nil, []string{"bundles", "--state", "lost", "--api", n.API, "--data", n.Data}, []string{"--state \"lost\"", "pending"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := runMulegate(t, ctx, nil, c.env, c.args...)
-			if r.err == nil {
-				t.Fatalf("mulegate %s succeeded: %s", strings.Join(c.args, " "), r.stdout)
+			if r.Err == nil {
+				t.Fatalf("mulegate %s succeeded: %s", strings.Join(c.args, " "), r.Stdout)
 			}
 			for _, w := range c.want {
-				if !strings.Contains(string(r.stderr), w) {
-					t.Errorf("stderr does not say %q:\n%s", w, r.stderr)
+				if !strings.Contains(string(r.Stderr), w) {
+					t.Errorf("stderr does not say %q:\n%s", w, r.Stderr)
 				}
 			}
 		})
 	}
 	// The token from the environment, and the address from MULEGATE_API,
 	// work without --data.
-	r := runMulegate(t, ctx, nil, []string{"MULEGATE_API_TOKEN=" + n.token, "MULEGATE_API=" + n.api}, "status", "--json")
-	if r.err != nil || !strings.Contains(string(r.stdout), `"node": "dtn://solo/"`) {
-		t.Errorf("status with MULEGATE_API and MULEGATE_API_TOKEN: %v\n%s%s", r.err, r.stdout, r.stderr)
+	r := runMulegate(t, ctx, nil, []string{"MULEGATE_API_TOKEN=" + n.Token, "MULEGATE_API=" + n.API}, "status", "--json")
+	if r.Err != nil || !strings.Contains(string(r.Stdout), `"node": "dtn://solo/"`) {
+		t.Errorf("status with MULEGATE_API and MULEGATE_API_TOKEN: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
 	}
 	// Nothing any refused send did was stored.
-	if list, err := n.client(t).Bundles(ctx, api.BundleQuery{}); err != nil || len(list) != 0 {
+	if list, err := n.Client(t).Bundles(ctx, api.BundleQuery{}); err != nil || len(list) != 0 {
 		t.Errorf("refused sends left %d bundles (%v)", len(list), err)
 	}
 }

@@ -70,22 +70,22 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	want := writeRandomFile(t, src, size, 200)
 
 	a, m, c := newTestNode(t, "a"), newTestNode(t, "m"), newTestNode(t, "c")
-	m.start(t)
-	a.start(t, m)
+	m.Start(t)
+	a.Start(t, m)
 	t.Logf("nodes up after %v", time.Since(start).Round(time.Millisecond))
 
 	// 1. A stores it: the ID is printed once the node has it durably.
 	sent := time.Now()
-	res := a.mg(t, ctx, nil, "send", "--to", c.id()+"inbox", "--lifetime", "1h", src)
-	if res.err != nil {
-		t.Fatalf("send: %v\n%s", res.err, res.stderr)
+	res := a.mg(t, ctx, nil, "send", "--to", c.ID()+"inbox", "--lifetime", "1h", src)
+	if res.Err != nil {
+		t.Fatalf("send: %v\n%s", res.Err, res.Stderr)
 	}
-	id := strings.TrimSpace(string(res.stdout))
-	if !strings.HasPrefix(id, a.id()+"|") {
-		t.Fatalf("send printed %q, want a bundle ID of %s", res.stdout, a.id())
+	id := strings.TrimSpace(string(res.Stdout))
+	if !strings.HasPrefix(id, a.ID()+"|") {
+		t.Fatalf("send printed %q, want a bundle ID of %s", res.Stdout, a.ID())
 	}
-	if strings.Contains(string(res.stderr), "%") || strings.Contains(string(res.stderr), "\r") {
-		t.Errorf("a progress bar on a stderr that is not a terminal: %q", res.stderr)
+	if strings.Contains(string(res.Stderr), "%") || strings.Contains(string(res.Stderr), "\r") {
+		t.Errorf("a progress bar on a stderr that is not a terminal: %q", res.Stderr)
 	}
 	t.Logf("send of 200 MiB took %v", time.Since(sent).Round(time.Millisecond))
 	var bi gateway.BundleInfo
@@ -104,7 +104,7 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 
 	// 2. The mule picks it up; then A goes away.
 	eventually(t, 60*time.Second, "the mule never got the bundle", func() bool {
-		_, err := m.client(t).Bundle(ctx, id)
+		_, err := m.Client(t).Bundle(ctx, id)
 		return err == nil
 	})
 	t.Logf("on the mule after %v", time.Since(sent).Round(time.Millisecond))
@@ -112,22 +112,22 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	eventually(t, 15*time.Second, "A never counted the bundle forwarded", func() bool {
 		return a.metric(t, "mulegate_bundles_forwarded_total", nil) >= 1
 	})
-	a.stop(t)
+	a.Stop(t)
 
 	// 3. C appears, meets only the mule, and receives it.
-	c.start(t, m)
+	c.Start(t, m)
 	out := filepath.Join(tmp, "received")
-	recv := c.mg(t, ctx, nil, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", out)
-	if recv.err != nil {
-		t.Fatalf("recv: %v\n%s", recv.err, recv.stderr)
+	recv := c.mg(t, ctx, nil, "recv", "--endpoint", c.ID()+"inbox", "--follow", "--count", "1", "--out", out)
+	if recv.Err != nil {
+		t.Fatalf("recv: %v\n%s", recv.Err, recv.Stderr)
 	}
 	t.Logf("received on C after %v", time.Since(sent).Round(time.Millisecond))
-	written := strings.TrimSpace(string(recv.stdout))
+	written := strings.TrimSpace(string(recv.Stdout))
 	if filepath.Dir(written) != out || !strings.HasPrefix(filepath.Base(written), "a-") {
 		t.Fatalf("recv printed %q, want a file in %s named after its source", written, out)
 	}
-	if strings.Contains(string(recv.stderr), "\r") {
-		t.Errorf("a progress bar on a stderr that is not a terminal: %q", recv.stderr)
+	if strings.Contains(string(recv.Stderr), "\r") {
+		t.Errorf("a progress bar on a stderr that is not a terminal: %q", recv.Stderr)
 	}
 	entries, _ := os.ReadDir(out)
 	if len(entries) != 1 {
@@ -141,7 +141,7 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	}
 
 	// Taken and acknowledged: nothing waits at C any more.
-	if d, err := c.client(t).Deliveries(ctx, mustEID(t, c.id()+"inbox"), 0); err != nil || len(d) != 0 {
+	if d, err := c.Client(t).Deliveries(ctx, mustEID(t, c.ID()+"inbox"), 0); err != nil || len(d) != 0 {
 		t.Errorf("deliveries at C after recv: %v %+v", err, d)
 	}
 	for _, check := range []struct {
@@ -155,7 +155,7 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 		{c, "mulegate_api_requests_total", map[string]string{"route": "ack", "code": "200"}},
 	} {
 		if v := check.n.metric(t, check.metric, check.labels); v < 1 {
-			t.Errorf("%s: %s%v = %v, want ≥ 1", check.n.name, check.metric, check.labels, v)
+			t.Errorf("%s: %s%v = %v, want ≥ 1", check.n.Name, check.metric, check.labels, v)
 		}
 	}
 	if v := c.metric(t, "mulegate_payload_bytes_received_total", map[string]string{"door": "peer"}); v < size {
@@ -168,33 +168,33 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	// Delete on delivery: C's delivery notice reaches the mule, which drops
 	// its copy.
 	eventually(t, 30*time.Second, "the mule still carries a delivered bundle", func() bool {
-		_, err := m.client(t).Bundle(ctx, id)
+		_, err := m.Client(t).Bundle(ctx, id)
 		return isAPIStatus(err, 404)
 	})
 
 	// 4. Standard input in, standard output out.
 	small := []byte("a line from the mule's own keyboard\n")
-	id2 := strings.TrimSpace(string(m.mustMG(t, ctx, small, "send", "--to", c.id()+"inbox", "-")))
-	recv = c.mg(t, ctx, nil, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", "-")
-	if recv.err != nil || string(recv.stdout) != string(small) {
-		t.Fatalf("recv --out -: %v: %q\n%s", recv.err, recv.stdout, recv.stderr)
+	id2 := strings.TrimSpace(string(m.mustMG(t, ctx, small, "send", "--to", c.ID()+"inbox", "-")))
+	recv = c.mg(t, ctx, nil, "recv", "--endpoint", c.ID()+"inbox", "--follow", "--count", "1", "--out", "-")
+	if recv.Err != nil || string(recv.Stdout) != string(small) {
+		t.Fatalf("recv --out -: %v: %q\n%s", recv.Err, recv.Stdout, recv.Stderr)
 	}
-	if !strings.Contains(string(recv.stderr), id2) {
-		t.Errorf("recv --out - did not name the bundle on stderr: %q", recv.stderr)
+	if !strings.Contains(string(recv.Stderr), id2) {
+		t.Errorf("recv --out - did not name the bundle on stderr: %q", recv.Stderr)
 	}
 	// Without --follow, with nothing waiting, recv ends at once.
-	recv = c.mg(t, ctx, nil, "recv", "--endpoint", c.id()+"inbox")
-	if recv.err != nil || len(recv.stdout) != 0 || !strings.Contains(string(recv.stderr), "nothing waiting") {
-		t.Errorf("recv with nothing waiting: %v %q %q", recv.err, recv.stdout, recv.stderr)
+	recv = c.mg(t, ctx, nil, "recv", "--endpoint", c.ID()+"inbox")
+	if recv.Err != nil || len(recv.Stdout) != 0 || !strings.Contains(string(recv.Stderr), "nothing waiting") {
+		t.Errorf("recv with nothing waiting: %v %q %q", recv.Err, recv.Stdout, recv.Stderr)
 	}
 
 	// The inspection commands, human and JSON.
 	var st gateway.Status
-	if err := json.Unmarshal(m.mustMG(t, ctx, nil, "status", "--json"), &st); err != nil || st.Node != m.id() || st.Contacts != 1 {
+	if err := json.Unmarshal(m.mustMG(t, ctx, nil, "status", "--json"), &st); err != nil || st.Node != m.ID() || st.Contacts != 1 {
 		t.Errorf("status --json on M: %+v %v", st, err)
 	}
 	text := string(m.mustMG(t, ctx, nil, "status"))
-	for _, want := range []string{"node", m.id(), "peers", "quota", "store"} {
+	for _, want := range []string{"node", m.ID(), "peers", "quota", "store"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status on M does not show %q:\n%s", want, text)
 		}
@@ -207,10 +207,10 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	for _, p := range peers {
 		byNode[p.Node] = p
 	}
-	if !byNode[c.id()].Connected || byNode[a.id()].Connected || byNode[a.id()].Contacts < 1 {
+	if !byNode[c.ID()].Connected || byNode[a.ID()].Connected || byNode[a.ID()].Contacts < 1 {
 		t.Errorf("peers --json on M: %+v", peers)
 	}
-	if text := string(m.mustMG(t, ctx, nil, "peers")); !strings.Contains(text, c.id()) || !strings.Contains(text, "up ") {
+	if text := string(m.mustMG(t, ctx, nil, "peers")); !strings.Contains(text, c.ID()) || !strings.Contains(text, "up ") {
 		t.Errorf("peers on M:\n%s", text)
 	}
 	var bundles []gateway.BundleInfo

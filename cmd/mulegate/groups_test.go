@@ -44,23 +44,23 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 		cas[group] = filepath.Join(tmp, group+"-ca")
 		identityCLI(t, ctx, "ca", "init", group, "--out", cas[group])
 	}
-	identityCLI(t, ctx, "init", "--node", m.id(), "--data", m.data)
-	muleCrt := filepath.Join(m.data, "identity", "node.crt")
+	identityCLI(t, ctx, "init", "--node", m.ID(), "--data", m.Data)
+	muleCrt := filepath.Join(m.Data, "identity", "node.crt")
 	for _, group := range []string{"campfire", "riverside"} {
-		identityCLI(t, ctx, "trust", filepath.Join(cas[group], "ca.crt"), "--data", m.data)
+		identityCLI(t, ctx, "trust", filepath.Join(cas[group], "ca.crt"), "--data", m.Data)
 	}
 	for _, mb := range []struct {
 		n     *testNode
 		group string
 	}{{alice, "campfire"}, {bob, "campfire"}, {carol, "riverside"}, {dave, "riverside"}} {
-		csr := filepath.Join(tmp, mb.n.name+".csr")
-		crt := filepath.Join(tmp, mb.n.name+".crt")
-		identityCLI(t, ctx, "init", "--node", mb.n.id(), "--data", mb.n.data)
-		identityCLI(t, ctx, "request", "-o", csr, "--data", mb.n.data)
-		identityCLI(t, ctx, "issue", "--ca", cas[mb.group], "--name", mb.group+"/"+mb.n.name, "--request", csr, "-o", crt)
-		identityCLI(t, ctx, "install", crt, "--data", mb.n.data)
-		identityCLI(t, ctx, "trust", filepath.Join(cas[mb.group], "ca.crt"), "--data", mb.n.data)
-		identityCLI(t, ctx, "trust", muleCrt, "--data", mb.n.data)
+		csr := filepath.Join(tmp, mb.n.Name+".csr")
+		crt := filepath.Join(tmp, mb.n.Name+".crt")
+		identityCLI(t, ctx, "init", "--node", mb.n.ID(), "--data", mb.n.Data)
+		identityCLI(t, ctx, "request", "-o", csr, "--data", mb.n.Data)
+		identityCLI(t, ctx, "issue", "--ca", cas[mb.group], "--name", mb.group+"/"+mb.n.Name, "--request", csr, "-o", crt)
+		identityCLI(t, ctx, "install", crt, "--data", mb.n.Data)
+		identityCLI(t, ctx, "trust", filepath.Join(cas[mb.group], "ca.crt"), "--data", mb.n.Data)
+		identityCLI(t, ctx, "trust", muleCrt, "--data", mb.n.Data)
 		writeNodeConfig(t, mb.n, `acl:
   inbound:
     - allow: "`+mb.group+`/*"
@@ -72,9 +72,9 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 	lap("identities and configurations ready")
 
 	// alice and carol meet the mule and hand it their bundles.
-	m.start(t)
-	alice.start(t, m)
-	carol.start(t, m)
+	m.Start(t)
+	alice.Start(t, m)
+	carol.Start(t, m)
 	lap("m, alice and carol running")
 	payload := func(seed byte, size int) (data []byte, file string) {
 		data = make([]byte, size)
@@ -90,7 +90,7 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 	send := func(n *testNode, to, file string) string {
 		id := strings.TrimSpace(string(n.mustMG(t, ctx, nil, "send", "--to", to, "--lifetime", "1h", file)))
 		if id == "" {
-			t.Fatalf("%s: send printed no bundle ID", n.name)
+			t.Fatalf("%s: send printed no bundle ID", n.Name)
 		}
 		return id
 	}
@@ -102,7 +102,7 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 	carolToBob := send(carol, "dtn://bob/inbox", crossFile)
 
 	muleHolds := func(id string) bool {
-		bs, err := m.client(t).Bundles(ctx, api.BundleQuery{})
+		bs, err := m.Client(t).Bundles(ctx, api.BundleQuery{})
 		if err != nil {
 			return false
 		}
@@ -117,27 +117,27 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 		return muleHolds(aliceToBob) && muleHolds(carolToDave) && muleHolds(carolToBob)
 	})
 	lap("m holds the three bundles")
-	alice.stop(t)
-	carol.stop(t)
+	alice.Stop(t)
+	carol.Stop(t)
 
 	// bob and dave meet the mule.
-	bob.start(t, m)
-	dave.start(t, m)
+	bob.Start(t, m)
+	dave.Start(t, m)
 	lap("bob and dave running")
 	bobInbox, daveInbox := mustEID(t, "dtn://bob/inbox"), mustEID(t, "dtn://dave/inbox")
 	// waiting finds bundle id among the deliveries waiting at ep on n. Every
 	// look at bob's inbox also checks that carol's bundle is not there.
 	waiting := func(n *testNode, ep bundle.EID, id string) (api.Delivery, bool) {
-		ds, err := n.client(t).Deliveries(ctx, ep, 0)
+		ds, err := n.Client(t).Deliveries(ctx, ep, 0)
 		if err != nil {
-			t.Logf("deliveries of %s: %v", n.name, err)
+			t.Logf("deliveries of %s: %v", n.Name, err)
 			return api.Delivery{}, false
 		}
 		var found api.Delivery
 		ok := false
 		for _, d := range ds {
 			if d.ID == carolToBob {
-				t.Fatalf("%s accepted carol's cross-group bundle %s: %+v", n.name, carolToBob, d)
+				t.Fatalf("%s accepted carol's cross-group bundle %s: %+v", n.Name, carolToBob, d)
 			}
 			if d.ID == id {
 				found, ok = d, true
@@ -157,8 +157,8 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 	if !strings.HasPrefix(fromAlice.Signature, "valid:campfire/alice") {
 		t.Errorf("bob's delivery of alice's bundle has signature %q, want valid:campfire/alice…", fromAlice.Signature)
 	}
-	if fromAlice.Source != alice.id() {
-		t.Errorf("bob's delivery of alice's bundle has source %q, want %s", fromAlice.Source, alice.id())
+	if fromAlice.Source != alice.ID() {
+		t.Errorf("bob's delivery of alice's bundle has source %q, want %s", fromAlice.Source, alice.ID())
 	}
 
 	// bob refuses carol's bundle: it cannot authenticate a riverside
@@ -227,7 +227,7 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 	if !muleHolds(carolToBob) {
 		t.Fatal("m no longer holds carol's bundle for bob: refused by bob, it should still be carried")
 	}
-	if ds, err := bob.client(t).Deliveries(ctx, bobInbox, 0); err != nil || len(ds) != 0 {
+	if ds, err := bob.Client(t).Deliveries(ctx, bobInbox, 0); err != nil || len(ds) != 0 {
 		t.Fatalf("bob's inbox after recv: %+v, %v; want empty", ds, err)
 	}
 	lap("done")
@@ -237,27 +237,24 @@ func TestTwoGroupsShareOneMule(t *testing.T) {
 func identityCLI(t *testing.T, ctx context.Context, args ...string) []byte {
 	t.Helper()
 	r := runMulegate(t, ctx, nil, nil, append([]string{"identity"}, args...)...)
-	if r.err != nil {
-		t.Fatalf("mulegate identity %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.err, r.stdout, r.stderr)
+	if r.Err != nil {
+		t.Fatalf("mulegate identity %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Err, r.Stdout, r.Stderr)
 	}
-	return r.stdout
+	return r.Stdout
 }
 
 // writeNodeConfig replaces n's configuration file (the one start passes
 // with --config) with the shared test configuration plus extra YAML.
 func writeNodeConfig(t *testing.T, n *testNode, extra string) {
 	t.Helper()
-	path := filepath.Join(filepath.Dir(n.data), "config.yaml")
-	if err := os.WriteFile(path, []byte(testConfig+extra), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	n.Configure(t, testConfig+extra)
 }
 
 // logLine returns the first JSON log line of n whose message is msg and
 // whose bundle field is id, or "".
 func logLine(t *testing.T, n *testNode, msg, id string) string {
 	t.Helper()
-	data, err := os.ReadFile(n.log)
+	data, err := os.ReadFile(n.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +287,7 @@ func recvOne(t *testing.T, ctx context.Context, n *testNode, ep bundle.EID) []by
 	n.mustMG(t, rctx, nil, "recv", "--endpoint", ep.String(), "--follow", "--count", "1", "--out", out)
 	entries, err := os.ReadDir(out)
 	if err != nil || len(entries) != 1 {
-		t.Fatalf("recv on %s wrote %v (%v), want one file", n.name, entries, err)
+		t.Fatalf("recv on %s wrote %v (%v), want one file", n.Name, entries, err)
 	}
 	got, err := os.ReadFile(filepath.Join(out, entries[0].Name()))
 	if err != nil {

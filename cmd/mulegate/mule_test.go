@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,8 +31,8 @@ func TestMuleScenario(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			a, m, c := newTestNode(t, "a"), newTestNode(t, "m"), newTestNode(t, "c")
-			a.start(t)
-			m.start(t, a)
+			a.Start(t)
+			m.Start(t, a)
 
 			payload := make([]byte, 3<<20)
 			for i := range payload {
@@ -48,7 +47,7 @@ func TestMuleScenario(t *testing.T) {
 				t.Fatal("send printed no bundle ID")
 			}
 			muleHolds := func() bool {
-				bs, err := m.client(t).Bundles(ctx, api.BundleQuery{})
+				bs, err := m.Client(t).Bundles(ctx, api.BundleQuery{})
 				if err != nil {
 					return false
 				}
@@ -62,19 +61,15 @@ func TestMuleScenario(t *testing.T) {
 			eventually(t, time.Minute, "the mule takes the bundle from A", muleHolds)
 
 			if kill {
-				if err := m.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Fatal(err)
-				}
-				<-m.done
-				m.done <- nil
-				m.start(t, a)
+				m.Kill(t)
+				m.Start(t, a)
 				if !muleHolds() {
 					t.Fatal("after SIGKILL and restart, the mule lost the bundle it had acknowledged")
 				}
 			}
 
-			a.stop(t)
-			c.start(t, m)
+			a.Stop(t)
+			c.Start(t, m)
 			out := t.TempDir()
 			c.mustMG(t, ctx, nil, "recv", "--endpoint", "dtn://c/inbox", "--follow", "--count", "1", "--out", out)
 			entries, err := os.ReadDir(out)

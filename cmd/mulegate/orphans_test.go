@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -30,22 +29,18 @@ func processGone(pid int) bool {
 func TestNoOrphanAdapters(t *testing.T) {
 	ctx := context.Background()
 	n := newTestNode(t, "gw")
-	cfg := strings.Replace(testConfig, "adapters: []\nroutes: []\n", `adapters:
+	n.Configure(t, `adapters:
   - name: files
     builtin: dir
     max_in_flight: 2
-    config: {out: "`+filepath.Join(filepath.Dir(n.data), "out")+`"}
+    config: {out: "`+filepath.Join(n.Dir, "out")+`"}
 routes:
   - {match: "dtn://gw/outbox/**", adapter: files}
-adapter_check_interval: 200ms
-`, 1)
-	if err := os.WriteFile(filepath.Join(filepath.Dir(n.data), "config.yaml"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.start(t)
+`)
+	n.Start(t)
 	var pid int
 	eventually(t, 30*time.Second, "the adapter to be running", func() bool {
-		as, err := n.client(t).Adapters(ctx)
+		as, err := n.Client(t).Adapters(ctx)
 		if err != nil || len(as) != 1 || !as[0].Running {
 			return false
 		}
@@ -55,10 +50,6 @@ adapter_check_interval: 200ms
 	if processGone(pid) {
 		t.Fatalf("adapter pid %d is not running", pid)
 	}
-	if err := n.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-n.done
-	n.done <- nil
+	n.Kill(t)
 	eventually(t, 10*time.Second, "the adapter process to exit after the node was killed", func() bool { return processGone(pid) })
 }

@@ -97,7 +97,8 @@ func (l *Layer) Dial(ctx context.Context, a string, expected bundle.EID) (conver
 	if !expected.IsZero() && !expected.SameNode(remote.self) {
 		return nil, fmt.Errorf("mem: %s is %s, not the expected %s", a, remote.self, expected)
 	}
-	mine, theirs := &session{layer: l, peer: remote.self, remote: a, done: make(chan struct{})}, &session{layer: remote, peer: l.self, remote: "mem:" + l.self.String(), done: make(chan struct{})}
+	mine := &session{layer: l, peer: remote.self, remote: a, done: make(chan struct{}), up: make(chan struct{})}
+	theirs := &session{layer: remote, peer: l.self, remote: "mem:" + l.self.String(), done: make(chan struct{}), up: make(chan struct{})}
 	mine.other, theirs.other = theirs, mine
 	mine.recvIdle, theirs.recvIdle = sync.NewCond(&mine.recvMu), sync.NewCond(&theirs.recvMu)
 	if !l.add(mine) {
@@ -108,7 +109,9 @@ func (l *Layer) Dial(ctx context.Context, a string, expected bundle.EID) (conver
 		return nil, fmt.Errorf("mem: %s is closed: %w", a, convergence.ErrClosed)
 	}
 	remote.emit(convergence.Event{Kind: convergence.SessionUp, Session: theirs})
+	close(theirs.up)
 	l.emit(convergence.Event{Kind: convergence.SessionUp, Session: mine})
+	close(mine.up)
 	return mine, nil
 }
 
@@ -172,6 +175,10 @@ type session struct {
 	once sync.Once
 	done chan struct{}
 	err  error
+	// up is closed once the session's SessionUp has been delivered: the
+	// peer may send at once from its own SessionUp, and the interface
+	// promises that no Receive comes before this side's SessionUp.
+	up chan struct{}
 
 	// receiving counts bundles being received; once the session ended no
 	// new one starts, and SessionDown waits for the count to reach zero.
@@ -308,7 +315,12 @@ func (s *session) receive(r io.Reader) error {
 		s.streamsRefused.Add(1)
 		return err
 	}
-	err = s.layer.sink.Receive(s.layer.ctx, s, b, payload)
+	select {
+	case <-s.up:
+		err = s.layer.sink.Receive(s.layer.ctx, s, b, payload)
+	case <-s.done:
+		err = convergence.ErrClosed
+	}
 	io.Copy(io.Discard, payload)
 	io.Copy(io.Discard, cr)
 	s.bytesRecv.Add(cr.n)

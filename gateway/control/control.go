@@ -79,6 +79,11 @@ type Summary struct {
 	// sender's transport has already reported the bundle sent. The summary
 	// is how the sender learns of it, and stops offering the bundle.
 	Refused []Refusal
+	// WantFull asks the receiver to send a full summary next: a delta of
+	// its arrived for an epoch whose full summary the sender never got
+	// (it came before the sender's side of the contact was ready, say), and
+	// deltas alone can never make up for it.
+	WantFull bool
 }
 
 // Refusal is a bundle a node refused from the peer it sends the summary to.
@@ -104,6 +109,7 @@ type summaryWire struct {
 	Partials []partialWire
 	Notices  []cbor.RawMessage
 	Refused  []refusalWire
+	WantFull bool
 }
 
 type refusalWire struct {
@@ -119,7 +125,7 @@ type partialWire struct {
 	Received uint64
 }
 
-// summaryVersion 2 added Refused. Nodes of different versions ignore each
+// summaryVersion 2 added Refused and WantFull. Nodes of different versions ignore each
 // other's summaries (and log why), so they still exchange bundles but
 // resend what the peer already holds once per contact.
 const summaryVersion = 2
@@ -134,7 +140,7 @@ var ErrMalformed = errors.New("malformed mulegate control record")
 
 // MarshalSummary encodes s as an administrative record payload.
 func MarshalSummary(s Summary) ([]byte, error) {
-	w := summaryWire{Version: summaryVersion, Epoch: s.Epoch, Seq: s.Seq, Full: s.Full, Held: packDigests(s.Held), Dropped: packDigests(s.Dropped)}
+	w := summaryWire{Version: summaryVersion, Epoch: s.Epoch, Seq: s.Seq, Full: s.Full, Held: packDigests(s.Held), Dropped: packDigests(s.Dropped), WantFull: s.WantFull}
 	for _, p := range s.Partials {
 		w.Partials = append(w.Partials, partialWire{Digest: p.Digest[:], Received: p.Received})
 	}
@@ -161,7 +167,7 @@ func UnmarshalSummary(content []byte) (Summary, error) {
 	if w.Version != summaryVersion {
 		return Summary{}, fmt.Errorf("%w: summary version %d (this node speaks %d)", ErrMalformed, w.Version, summaryVersion)
 	}
-	s := Summary{Epoch: w.Epoch, Seq: w.Seq, Full: w.Full}
+	s := Summary{Epoch: w.Epoch, Seq: w.Seq, Full: w.Full, WantFull: w.WantFull}
 	var err error
 	if s.Held, err = unpackDigests(w.Held); err != nil {
 		return Summary{}, err

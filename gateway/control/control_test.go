@@ -41,7 +41,8 @@ func TestSummaryRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := Summary{Epoch: 7, Seq: 0, Full: true, Held: held, Dropped: held[:2], Partials: []Partial{{Digest: held[3], Received: 12345}}, Notices: []Notice{n},
-		Refused: []Refusal{{Digest: held[4], Reason: bundle.ReasonFailedSecurity}, {Digest: held[5], Reason: bundle.ReasonDepletedStorage, Transient: true}}}
+		Refused:  []Refusal{{Digest: held[4], Reason: bundle.ReasonFailedSecurity}, {Digest: held[5], Reason: bundle.ReasonDepletedStorage, Transient: true}},
+		WantFull: true}
 	data, err := MarshalSummary(s)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +60,9 @@ func TestSummaryRoundTrip(t *testing.T) {
 	}
 	if got.Epoch != 7 || !got.Full || len(got.Held) != len(held) || got.Held[99_999] != held[99_999] || len(got.Dropped) != 2 || got.Partials[0] != s.Partials[0] {
 		t.Fatalf("round trip changed the summary")
+	}
+	if !got.WantFull {
+		t.Fatal("round trip lost WantFull")
 	}
 	if !slices.Equal(got.Refused, s.Refused) {
 		t.Fatalf("round trip changed the refusals: got %+v, want %+v", got.Refused, s.Refused)

@@ -51,18 +51,15 @@ func DeliveryName(bundleID string, options map[string]string) string {
 }
 
 func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Reader) plugins.Result {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return plugins.RetryLater(0, err.Error())
 	}
 	if st.out == nil {
 		return plugins.Rejected("this dir adapter has no out directory: set out in its configuration, or route these bundles elsewhere")
 	}
-	if meta.BundleID == "" {
-		return plugins.Rejected("the bundle has no ID, so it cannot be delivered idempotently")
-	}
-	if meta.PayloadLength < 0 {
-		return plugins.Rejected(fmt.Sprintf("negative payload length %d", meta.PayloadLength))
+	if res, ok := sdk.CheckMeta(meta, "delivered idempotently"); !ok {
+		return res
 	}
 	name := DeliveryName(meta.BundleID, meta.Options)
 	if err := a.write(ctx, st, name, meta, payload); err != nil {

@@ -72,9 +72,9 @@ type Config struct {
 // Adapter is the dir adapter. The zero value is not usable; call New.
 type Adapter struct {
 	log *zap.Logger
+	cur sdk.Current[*state]
 
 	mu     sync.Mutex
-	st     *state
 	leases map[string]time.Time // inbox path → not offered again before
 	warned map[string]bool      // inbox paths already logged as unusable
 }
@@ -112,11 +112,8 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 	// Decoding problems and validation problems are reported together, so
 	// an operator fixes the block in one go; a key that failed to decode is
 	// not validated again.
-	var errs plugins.ConfigErrors
-	if err := sdk.DecodeConfig(raw, &cfg); err != nil && !errors.As(err, &errs) {
-		return err
-	}
-	if errs.Has("") {
+	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+	if !ok {
 		return errs
 	}
 	if cfg.Out == "" && cfg.Inbox == "" && !errs.Has("out") && !errs.Has("inbox") {
@@ -164,37 +161,22 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 		st.inbox = open("inbox", cfg.Inbox)
 	}
 	if len(errs) > 0 {
-		st.close()
+		_ = st.Close()
 		return errs
 	}
 	if st.out != nil {
 		a.removeStaleTemps(st.out)
 	}
 
-	a.mu.Lock()
-	old := a.st
-	a.st = st
-	a.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
+	a.cur.Swap(st)
 	a.log.Info("configured", zap.String("out", cfg.Out), zap.String("inbox", cfg.Inbox))
 	return nil
-}
-
-func (a *Adapter) state() (*state, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.st == nil {
-		return nil, plugins.ErrNotConfigured
-	}
-	return a.st, nil
 }
 
 // Check reports the directories unusable when they are gone or, for out,
 // not writable: the nearest a directory comes to "unreachable".
 func (a *Adapter) Check(context.Context) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -229,24 +211,17 @@ func usableDir(path string, writable bool) error {
 }
 
 // Close releases the directories.
-func (a *Adapter) Close() error {
-	a.mu.Lock()
-	st := a.st
-	a.st = nil
-	a.mu.Unlock()
-	if st != nil {
-		st.close()
-	}
-	return nil
-}
+func (a *Adapter) Close() error { return a.cur.Close() }
 
-func (st *state) close() {
+// Close releases the state's directories.
+func (st *state) Close() error {
 	if st.out != nil {
 		_ = st.out.Close()
 	}
 	if st.inbox != nil {
 		_ = st.inbox.Close()
 	}
+	return nil
 }
 
 const tempPrefix = ".mulegate-tmp-"

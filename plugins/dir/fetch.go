@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // pollInterval is how often a waiting Fetch looks at the inbox again.
@@ -37,31 +38,16 @@ type candidate struct {
 const RejectedDir = "rejected"
 
 func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
 	if st.inbox == nil {
 		return fmt.Errorf("%w: this dir adapter has no inbox configured", plugins.ErrUnsupported)
 	}
-	deadline := time.Now().Add(req.Wait)
-	for {
-		n, err := a.offer(ctx, st, req, fn)
-		if err != nil || n > 0 {
-			return err
-		}
-		wait := min(time.Until(deadline), pollInterval)
-		if wait <= 0 {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return sdk.LongPoll(ctx, req.Wait, pollInterval, nil, func() (int, error) {
+		return a.offer(ctx, st, req, fn)
+	})
 }
 
 // offer hands fn the inbox files that are ready, oldest first, and
@@ -297,32 +283,41 @@ func (r receipt) matches(fi fs.FileInfo) bool {
 	return ok && st.Ino == r.ino && fi.ModTime().UnixNano() == r.mtimeNanos && fi.Size() == r.size
 }
 
+// settling finds the inbox file a receipt names, for Ack or Reject to
+// act on; the caller unleases r.rel when it is done. The state is nil
+// when there is nothing to do: the file is gone (settled twice, or
+// removed by hand), or it is not the version that was offered, which is
+// logged (replaced says so) and kept.
+func (a *Adapter) settling(rs, replaced string) (st *state, r receipt, err error) {
+	if r, err = parseReceipt(rs); err != nil {
+		return nil, r, err
+	}
+	if st, err = a.cur.Get(); err != nil {
+		return nil, r, err
+	}
+	if st.inbox == nil {
+		return nil, r, fmt.Errorf("%w: this dir adapter has no inbox configured", plugins.ErrUnsupported)
+	}
+	fi, err := st.inbox.Lstat(r.rel)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, r, nil
+	case err != nil:
+		return nil, r, err
+	case !r.matches(fi):
+		a.log.Warn(replaced, zap.String("file", r.rel))
+		return nil, r, nil
+	}
+	return st, r, nil
+}
+
 // Ack removes the acknowledged file, if it is still the version that was
 // offered.
 func (a *Adapter) Ack(_ context.Context, rs string) error {
-	r, err := parseReceipt(rs)
-	if err != nil {
-		return err
-	}
-	st, err := a.state()
-	if err != nil {
-		return err
-	}
-	if st.inbox == nil {
-		return fmt.Errorf("%w: this dir adapter has no inbox configured", plugins.ErrUnsupported)
-	}
+	st, r, err := a.settling(rs, "an acknowledged inbox file was replaced after it was fetched; keeping the new one")
 	defer a.unlease(r.rel)
-	fi, err := st.inbox.Lstat(r.rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // acknowledged twice, or removed by hand: either way gone
-	}
-	if err != nil {
+	if st == nil {
 		return err
-	}
-	if !r.matches(fi) {
-		a.log.Warn("an acknowledged inbox file was replaced after it was fetched; keeping the new one",
-			zap.String("file", r.rel))
-		return nil
 	}
 	if err := st.inbox.Remove(r.rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -336,7 +331,7 @@ func (a *Adapter) Nack(_ context.Context, rs, reason string) error {
 	if err != nil {
 		return err
 	}
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -356,29 +351,10 @@ func (a *Adapter) Nack(_ context.Context, rs, reason string) error {
 // file without its reason. An earlier rejected file of the same name is
 // kept: the new one gets a numbered name.
 func (a *Adapter) Reject(_ context.Context, rs, reason string) error {
-	r, err := parseReceipt(rs)
-	if err != nil {
-		return err
-	}
-	st, err := a.state()
-	if err != nil {
-		return err
-	}
-	if st.inbox == nil {
-		return fmt.Errorf("%w: this dir adapter has no inbox configured", plugins.ErrUnsupported)
-	}
+	st, r, err := a.settling(rs, "a rejected inbox file was replaced after it was fetched; keeping the new one, which will be offered")
 	defer a.unlease(r.rel)
-	fi, err := st.inbox.Lstat(r.rel)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // rejected twice, or removed by hand: either way gone
-	}
-	if err != nil {
+	if st == nil {
 		return err
-	}
-	if !r.matches(fi) {
-		a.log.Warn("a rejected inbox file was replaced after it was fetched; keeping the new one, which will be offered",
-			zap.String("file", r.rel))
-		return nil
 	}
 	dir := path.Join(RejectedDir, path.Dir(r.rel))
 	if err := st.inbox.MkdirAll(dir, 0o750); err != nil {

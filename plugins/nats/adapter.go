@@ -136,6 +136,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Version is the nats adapter's version, reported by Describe.
@@ -147,9 +148,7 @@ const checkTimeout = 3 * time.Second
 // Adapter is the nats adapter. The zero value is not usable; call New.
 type Adapter struct {
 	log *zap.Logger
-
-	mu sync.Mutex
-	st *state
+	cur sdk.Current[*state]
 }
 
 var _ plugins.Adapter = (*Adapter)(nil)
@@ -261,30 +260,15 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 	}
 	st.nc, st.js, st.pub = nc, js, pub
 
-	a.mu.Lock()
-	old := a.st
-	a.st = st
-	a.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
+	a.cur.Swap(st)
 	a.log.Info("configured", zap.Strings("urls", cfg.URLs), zap.Bool("connected", nc.IsConnected()))
 	return nil
-}
-
-func (a *Adapter) state() (*state, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.st == nil {
-		return nil, plugins.ErrNotConfigured
-	}
-	return a.st, nil
 }
 
 // Check reports NATS reachable when the connection is up and JetStream
 // answers, and the configured streams exist (or could be created).
 func (a *Adapter) Check(ctx context.Context) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -317,21 +301,13 @@ func (st *state) connected() error {
 
 // Close closes the connection. Messages fetched and not acknowledged are
 // redelivered after ack_wait.
-func (a *Adapter) Close() error {
-	a.mu.Lock()
-	st := a.st
-	a.st = nil
-	a.mu.Unlock()
-	if st != nil {
-		st.close()
-	}
-	return nil
-}
+func (a *Adapter) Close() error { return a.cur.Close() }
 
-// close stops publishing and closes the connection.
-func (st *state) close() {
+// Close stops publishing and closes the connection.
+func (st *state) Close() error {
 	st.pub.close()
 	st.nc.Close()
+	return nil
 }
 
 // ensureStreams creates the configured streams that are missing, once per

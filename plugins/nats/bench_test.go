@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/host"
+	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
+	"github.com/mulegate/mulegate/plugins/internal/benchtest"
 	"github.com/mulegate/mulegate/plugins/nats"
 )
 
@@ -38,105 +38,6 @@ func benchMeta(run int64, i int, size int) plugins.Meta {
 		Lifetime:      time.Hour,
 		PayloadLength: int64(size),
 		Options:       map[string]string{"subject": "bench.mule" + strconv.Itoa(i%16) + ".logs.app"},
-	}
-}
-
-// cpuTime is the CPU time (user and system) process pid has used.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the parenthesised command name; utime and stime are
-	// the 14th and 15th fields, in clock ticks (100 a second on Linux).
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond
-}
-
-// syscalls is the number of read and write system calls process pid has
-// made (all kinds: sockets, files, pipes), from /proc/PID/io.
-func syscalls(pid int) (reads, writes int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for line := range strings.Lines(string(b)) {
-		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
-		}
-	}
-	return reads, writes
-}
-
-// procs are the processes whose CPU time a benchmark reports per bundle.
-type procs map[string]int
-
-// usage is what procs measures of each process.
-type usage struct {
-	cpu           time.Duration
-	reads, writes int64
-}
-
-func (ps procs) usage() map[string]usage {
-	u := map[string]usage{}
-	for name, pid := range ps {
-		r, w := syscalls(pid)
-		u[name] = usage{cpu: cpuTime(pid), reads: r, writes: w}
-	}
-	return u
-}
-
-// run does work(i) for i in [0, b.N) on benchConcurrency goroutines, and
-// reports bundles/s and each process's CPU time per bundle.
-func (ps procs) run(b *testing.B, work func(i int) error) float64 {
-	b.SetBytes(1 << 10)
-	before := ps.usage()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Pointer[error]
-	start := time.Now()
-	for range benchConcurrency {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= b.N || failed.Load() != nil {
-					return
-				}
-				if err := work(i); err != nil {
-					failed.Store(&err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	ps.report(b, before, elapsed)
-	return float64(b.N) / elapsed.Seconds()
-}
-
-// report reports bundles/s, and per bundle each process's CPU time and its
-// read and write system calls (fewer than one per bundle means batching).
-func (ps procs) report(b *testing.B, before map[string]usage, elapsed time.Duration) {
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "bundles/s")
-	for name, u := range ps.usage() {
-		was := before[name]
-		b.ReportMetric(float64((u.cpu-was.cpu).Microseconds())/float64(b.N), name+"-cpu-µs/op")
-		b.ReportMetric(float64(u.reads-was.reads)/float64(b.N), name+"-reads/op")
-		b.ReportMetric(float64(u.writes-was.writes)/float64(b.N), name+"-writes/op")
 	}
 }
 
@@ -175,18 +76,22 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 	}
 	m, ad := startAdapter(b, obj{"urls": []string{srv.URL()}})
 	self, server := os.Getpid(), srv.PID()
+	run := func(b *testing.B, ps benchtest.Procs, work func(i int) error) float64 {
+		b.SetBytes(size)
+		return ps.Run(b, benchConcurrency, "bundles/s", work)
+	}
 
 	rates := map[string]float64{}
 	deliver := func(ad plugins.Adapter) func(b *testing.B) {
 		return func(b *testing.B) {
 			fresh(b)
-			run := benchRun.Add(1)
-			ps := procs{"node": self, "server": server}
-			if pid := adapterPID(m); pid != 0 {
+			seq := benchRun.Add(1)
+			ps := benchtest.Procs{"node": self, "server": server}
+			if pid := adaptertest.PID(m, "logs"); pid != 0 {
 				ps["adapter"] = pid
 			}
-			rates[b.Name()] = ps.run(b, func(i int) error {
-				res := ad.Deliver(b.Context(), benchMeta(run, i, size), bytes.NewReader(payload))
+			rates[b.Name()] = run(b, ps, func(i int) error {
+				res := ad.Deliver(b.Context(), benchMeta(seq, i, size), bytes.NewReader(payload))
 				if res.Status != plugins.OK {
 					return fmt.Errorf("bundle %d: %v", i, res)
 				}
@@ -198,26 +103,27 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 
 	b.Run("natsgo-sync", func(b *testing.B) {
 		fresh(b)
-		run := benchRun.Add(1)
-		rates[b.Name()] = procs{"node": self, "server": server}.run(b, func(i int) error {
-			m := benchMeta(run, i, size)
+		seq := benchRun.Add(1)
+		rates[b.Name()] = run(b, benchtest.Procs{"node": self, "server": server}, func(i int) error {
+			m := benchMeta(seq, i, size)
 			_, err := js.PublishMsg(b.Context(), &natsgo.Msg{Subject: m.Options["subject"], Header: nats.OutboundHeaders(m), Data: payload})
 			return err
 		})
 	})
 	b.Run("natsgo-async", func(b *testing.B) {
 		fresh(b)
-		run := benchRun.Add(1)
+		seq := benchRun.Add(1)
 		b.SetBytes(size)
 		ajs, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(benchConcurrency))
 		if err != nil {
 			b.Fatal(err)
 		}
-		ps := procs{"node": self, "server": server}
-		before := ps.usage()
+		ps := benchtest.Procs{"node": self, "server": server}
+		before := ps.Usage()
+		b.ResetTimer()
 		start := time.Now()
 		for i := range b.N {
-			m := benchMeta(run, i, size)
+			m := benchMeta(seq, i, size)
 			if _, err := ajs.PublishMsgAsync(&natsgo.Msg{Subject: m.Options["subject"], Header: nats.OutboundHeaders(m), Data: payload}); err != nil {
 				b.Fatal(err)
 			}
@@ -228,31 +134,32 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 			b.Fatal("async publishes not acknowledged")
 		}
 		elapsed := time.Since(start)
-		ps.report(b, before, elapsed)
+		b.StopTimer()
 		rates[b.Name()] = float64(b.N) / elapsed.Seconds()
+		b.ReportMetric(rates[b.Name()], "bundles/s")
+		ps.Report(b, before)
 	})
 
 	// For reference: where the difference goes.
 	inproc := inProcess(b, obj{"urls": []string{srv.URL()}})
 	b.Run("adapter-in-process", func(b *testing.B) {
 		fresh(b)
-		run := benchRun.Add(1)
-		rates[b.Name()] = procs{"node": self, "server": server}.run(b, func(i int) error {
-			res := inproc.Deliver(b.Context(), benchMeta(run, i, size), bytes.NewReader(payload))
+		seq := benchRun.Add(1)
+		rates[b.Name()] = run(b, benchtest.Procs{"node": self, "server": server}, func(i int) error {
+			res := inproc.Deliver(b.Context(), benchMeta(seq, i, size), bytes.NewReader(payload))
 			if res.Status != plugins.OK {
 				return fmt.Errorf("bundle %d: %v", i, res)
 			}
 			return nil
 		})
 	})
-	b.Setenv(envNullAdapter, "1")
-	nm, null := startAdapter(b, obj{})
+	nm, null := adaptertest.Start(b, host.Spec{Name: "null", Builtin: "null"}, host.Options{CheckInterval: time.Hour})
 	b.Run("null-adapter", func(b *testing.B) {
-		ps := procs{"node": self}
-		if pid := adapterPID(nm); pid != 0 {
+		ps := benchtest.Procs{"node": self}
+		if pid := adaptertest.PID(nm, "null"); pid != 0 {
 			ps["adapter"] = pid
 		}
-		rates[b.Name()] = ps.run(b, func(i int) error {
+		rates[b.Name()] = run(b, ps, func(i int) error {
 			if res := null.Deliver(b.Context(), benchMeta(0, i, size), bytes.NewReader(payload)); res.Status != plugins.OK {
 				return fmt.Errorf("%v", res)
 			}
@@ -266,9 +173,4 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 			a, 100*a/s, benchConcurrency, s, 100*a/as, benchConcurrency, as,
 			rates[b.Name()+"/adapter-in-process"], rates[b.Name()+"/null-adapter"])
 	}
-}
-
-func adapterPID(m *host.Manager) int {
-	st, _ := m.Status("logs")
-	return st.PID
 }

@@ -129,11 +129,8 @@ func defaultConfig() Config {
 // problem by key.
 func parseConfig(raw json.RawMessage) (*settings, error) {
 	cfg := defaultConfig()
-	var errs plugins.ConfigErrors
-	if err := sdk.DecodeConfig(raw, &cfg); err != nil && !errors.As(err, &errs) {
-		return nil, err
-	}
-	if errs.Has("") {
+	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+	if !ok {
 		return nil, errs
 	}
 	s := &settings{Config: cfg}

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,12 +15,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
 	"github.com/mulegate/mulegate/plugins/nats"
 )
 
@@ -96,34 +95,7 @@ func TestConfigErrors(t *testing.T) {
 		{"object store off", `{` + url + `, "object_store": {"bucket": ""}}`, nil},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ad := nats.New(nil)
-			defer ad.Close()
-			err := ad.Configure(t.Context(), json.RawMessage(tc.config))
-			if tc.keys == nil {
-				if err != nil {
-					t.Fatalf("Configure = %v, want nil (the server being down is Check's business)", err)
-				}
-				return
-			}
-			var ce plugins.ConfigErrors
-			if !errors.As(err, &ce) {
-				t.Fatalf("Configure = %v, want ConfigErrors", err)
-			}
-			var keys []string
-			for _, e := range ce {
-				keys = append(keys, e.Key)
-				if e.Message == "" {
-					t.Errorf("key %q: no message", e.Key)
-				}
-			}
-			if !slices.Equal(keys, tc.keys) {
-				t.Errorf("Configure reported keys %q, want %q:\n%v", keys, tc.keys, err)
-			}
-			if err := ad.Check(t.Context()); !errors.Is(err, plugins.ErrNotConfigured) {
-				t.Errorf("Check after a failed Configure = %v, want ErrNotConfigured", err)
-			}
-		})
+		adaptertest.CheckConfigErrors(t, tc.name, tc.config, tc.keys, func() plugins.Adapter { return nats.New(nil) })
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 const (
@@ -86,15 +87,12 @@ func headerSize(h nats.Header) int64 {
 }
 
 func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Reader) plugins.Result {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return plugins.RetryLater(0, err.Error())
 	}
-	if meta.BundleID == "" {
-		return plugins.Rejected("the bundle has no ID, so it cannot be published idempotently")
-	}
-	if meta.PayloadLength < 0 {
-		return plugins.Rejected(fmt.Sprintf("negative payload length %d", meta.PayloadLength))
+	if res, ok := sdk.CheckMeta(meta, "published idempotently"); !ok {
+		return res
 	}
 	subject, err := st.subjectFor(meta)
 	if err != nil {

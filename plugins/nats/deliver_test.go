@@ -2,7 +2,6 @@ package nats_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
 	"github.com/mulegate/mulegate/plugins/nats"
 )
 
@@ -60,39 +58,8 @@ func testBundle(i, size int) (plugins.Meta, []byte) {
 // were answered Retry.
 func deliverAll(t testing.TB, ad plugins.Adapter, n, workers, size int) int64 {
 	t.Helper()
-	var retries atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				meta, payload := testBundle(i, size)
-				for attempt := 0; ; attempt++ {
-					res := ad.Deliver(context.Background(), meta, bytes.NewReader(payload))
-					if res.Status == plugins.OK {
-						break
-					}
-					if res.Status == plugins.Reject || attempt > 100 {
-						errs <- fmt.Errorf("bundle %d: %v", i, res)
-						return
-					}
-					retries.Add(1)
-					time.Sleep(20 * time.Millisecond)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	return retries.Load()
+	return adaptertest.Deliveries{N: n, Workers: workers, Retries: 100, Pause: 20 * time.Millisecond,
+		Bundle: func(i int) (plugins.Meta, []byte) { return testBundle(i, size) }}.Run(t, ad)
 }
 
 func streamMsgs(t testing.TB, s jetstream.Stream) uint64 {

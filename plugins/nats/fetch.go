@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 const (
@@ -73,7 +74,7 @@ func (st *state) consumerGone() {
 }
 
 func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -210,7 +211,7 @@ func (st *state) offer(ctx context.Context, msg jetstream.Msg, first bool, fn fu
 	}
 	defer closeFn()
 	lifetime := time.Duration(in.Lifetime)
-	if l, ok := parseLifetime(msg.Headers().Get(HeaderLifetime)); ok {
+	if l, ok := sdk.ParseLifetime(msg.Headers().Get(HeaderLifetime)); ok {
 		lifetime = l
 	}
 	receipt := msg.Reply()
@@ -252,7 +253,7 @@ func MessageID(stream string, seq uint64) string {
 func (st *state) destination(msg jetstream.Msg) (string, error) {
 	if h := st.cfg.destHeader; h != "" {
 		if v := msg.Headers().Values(h); len(v) > 0 {
-			if err := CheckEID(v[0]); err != nil {
+			if err := sdk.CheckEID(v[0]); err != nil {
 				return "", fmt.Errorf("header %s: %v", h, err)
 			}
 			return v[0], nil
@@ -392,7 +393,7 @@ func (st *state) setAside(ctx context.Context, receipt string, m deadMsg, reason
 }
 
 func (a *Adapter) Ack(ctx context.Context, receipt string) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -414,7 +415,7 @@ func (a *Adapter) Ack(ctx context.Context, receipt string) error {
 }
 
 func (a *Adapter) Nack(ctx context.Context, receipt, reason string) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -452,7 +453,7 @@ func (a *Adapter) Nack(ctx context.Context, receipt, reason string) error {
 // dead-letter subject bound to no stream) leaves the message pending: the
 // node nacks it, and rejects it again when it comes back.
 func (a *Adapter) Reject(ctx context.Context, receipt, reason string) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Headers the adapter writes on the messages it publishes, and reads on
@@ -131,8 +132,8 @@ func checkSubjectTemplate(t string) error {
 // as '.', {date} the creation date (YYYY-MM-DD, UTC), {seq} the creation
 // sequence number.
 func ExpandSubject(tmpl string, m plugins.Meta) string {
-	srcNode, _ := splitEID(m.Source)
-	dstNode, svc := splitEID(m.Destination)
+	srcNode, _ := sdk.SplitEID(m.Source)
+	dstNode, svc := sdk.SplitEID(m.Destination)
 	created := m.Created()
 	if created.IsZero() {
 		created = time.Now()
@@ -144,92 +145,6 @@ func ExpandSubject(tmpl string, m plugins.Meta) string {
 		"{date}", created.UTC().Format("2006-01-02"),
 		"{seq}", strconv.FormatUint(m.Sequence, 10),
 	).Replace(tmpl)
-}
-
-// splitEID returns an endpoint ID's node name and service, for dtn and ipn
-// EIDs; empty strings for anything else.
-func splitEID(e string) (node, service string) {
-	if rest, ok := strings.CutPrefix(e, "dtn://"); ok {
-		node, service, _ = strings.Cut(rest, "/")
-		return node, service
-	}
-	if rest, ok := strings.CutPrefix(e, "ipn:"); ok {
-		node, service, _ = strings.Cut(rest, ".")
-		return node, service
-	}
-	return "", ""
-}
-
-// CheckEID tells whether s is an endpoint ID a bundle can be addressed to,
-// by the rules the node itself applies: dtn://node/service, where the node
-// name holds RFC 3986 unreserved and sub-delims characters, '~', '%', ':'
-// and '@', and the service printable ASCII without spaces; or ipn:N.S with
-// decimal numbers.
-func CheckEID(s string) error {
-	if len(s) > maxSubjectLen {
-		return fmt.Errorf("endpoint ID is longer than %d bytes", maxSubjectLen)
-	}
-	if rest, ok := strings.CutPrefix(s, "dtn://"); ok {
-		node, service, _ := strings.Cut(rest, "/")
-		if err := checkNodeName(node); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		if err := checkService(service); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		return nil
-	}
-	if rest, ok := strings.CutPrefix(s, "ipn:"); ok {
-		n, svc, ok := strings.Cut(rest, ".")
-		if !ok || !isDecimal(n) || !isDecimal(svc) {
-			return fmt.Errorf("%q: an ipn endpoint is ipn:NODE.SERVICE with decimal numbers", s)
-		}
-		return nil
-	}
-	return fmt.Errorf("%q: not a dtn://node/service or ipn:N.S endpoint ID", s)
-}
-
-func checkNodeName(node string) error {
-	if node == "" {
-		return errors.New("the node name is empty")
-	}
-	if node == "~" {
-		return errors.New("a group node name needs a name after ~")
-	}
-	for i := 0; i < len(node); i++ {
-		c := node[i]
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("-._~!$&'()*+,;=%:@", c) >= 0
-		switch {
-		case !ok && c >= 0x80:
-			return errors.New("a node name must be ASCII")
-		case !ok:
-			return fmt.Errorf("character %q is not allowed in a node name", c)
-		}
-	}
-	return nil
-}
-
-func checkService(svc string) error {
-	for i := 0; i < len(svc); i++ {
-		if c := svc[i]; c <= 0x20 || c >= 0x7f {
-			return errors.New("the service must be printable ASCII without spaces")
-		}
-	}
-	return nil
-}
-
-func isDecimal(s string) bool {
-	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	_, err := strconv.ParseUint(s, 10, 64)
-	return err == nil
 }
 
 // DestinationForSubject maps a fetched message's subject to the EID it is
@@ -248,25 +163,32 @@ func DestinationForSubject(prefix, subject string) (string, error) {
 		}
 	}
 	node, service, _ := strings.Cut(rest, ".")
-	if err := checkNodeName(node); err != nil {
+	eid, err := sdk.DTNEndpoint(node, strings.ReplaceAll(service, ".", "/"))
+	if err != nil {
 		return "", fmt.Errorf("subject %q: %v", subject, err)
 	}
-	service = strings.ReplaceAll(service, ".", "/")
-	if err := checkService(service); err != nil {
-		return "", fmt.Errorf("subject %q: %v", subject, err)
-	}
-	return "dtn://" + node + "/" + service, nil
+	return eid, nil
 }
 
 // ObjectName is the object-store name of a bundle's payload: the bundle
 // ID itself when it is short printable ASCII, otherwise "sha256-" and its
 // hash. Deterministic, so a redelivery lands on the same object.
 func ObjectName(bundleID string) string {
-	if len(bundleID) > 0 && len(bundleID) <= 256 && checkService(bundleID) == nil {
+	if len(bundleID) > 0 && len(bundleID) <= 256 && printableNoSpace(bundleID) {
 		return bundleID
 	}
 	sum := sha256.Sum256([]byte(bundleID))
 	return "sha256-" + hex.EncodeToString(sum[:])
+}
+
+// printableNoSpace tells whether s is printable ASCII without spaces.
+func printableNoSpace(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= 0x20 || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // ObjectRef is the body of a reference message: where the payload is.
@@ -312,13 +234,4 @@ func headerValue(s string) string {
 		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
 	}
 	return s
-}
-
-// parseLifetime reads a Mulegate-Lifetime header (milliseconds).
-func parseLifetime(s string) (time.Duration, bool) {
-	ms, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
-	if err != nil || ms == 0 || ms > uint64(1<<63-1)/uint64(time.Millisecond) {
-		return 0, false
-	}
-	return time.Duration(ms) * time.Millisecond, true
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins/nats/internal/natstest"
 )
 
@@ -105,9 +106,9 @@ func TestPipelineWindowFull(t *testing.T) {
 		_, err := p.publish(t.Context(), pipelineMsg("silent.x", "lost"))
 		lost <- err
 	}()
-	natstest.Eventually(t, 5*time.Second, "the window is full", func() error {
+	servertest.Eventually(t, 5*time.Second, "the window is full", func() error {
 		if p.js.PublishAsyncPending() != 1 {
-			return natstest.ErrNotYet
+			return servertest.ErrNotYet
 		}
 		return nil
 	})
@@ -157,9 +158,9 @@ func TestPipelineGiveUp(t *testing.T) {
 		_, err := p.publish(t.Context(), pipelineMsg("silent.x", "waiting"))
 		waiting <- err
 	}()
-	natstest.Eventually(t, 5*time.Second, "the second publish is out", func() error {
+	servertest.Eventually(t, 5*time.Second, "the second publish is out", func() error {
 		if p.js.PublishAsyncPending() != 2 {
-			return natstest.ErrNotYet
+			return servertest.ErrNotYet
 		}
 		return nil
 	})

@@ -140,6 +140,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Version is the s3 adapter's version, reported by Describe.
@@ -151,9 +152,7 @@ const checkTimeout = 5 * time.Second
 // Adapter is the s3 adapter. The zero value is not usable; call New.
 type Adapter struct {
 	log *zap.Logger
-
-	mu sync.Mutex
-	st *state
+	cur sdk.Current[*state]
 }
 
 var (
@@ -210,13 +209,7 @@ func (a *Adapter) Configure(ctx context.Context, raw json.RawMessage) error {
 	st.parts.New = func() any { b := make([]byte, partSize); return &b }
 	st.inbox.init()
 
-	a.mu.Lock()
-	old := a.st
-	a.st = st
-	a.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
+	a.cur.Swap(st)
 	creds := "the AWS SDK's default chain"
 	if cfg.Credentials != nil {
 		creds = "a static access key"
@@ -226,19 +219,10 @@ func (a *Adapter) Configure(ctx context.Context, raw json.RawMessage) error {
 	return nil
 }
 
-func (a *Adapter) state() (*state, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.st == nil {
-		return nil, plugins.ErrNotConfigured
-	}
-	return a.st, nil
-}
-
 // Check reports S3 reachable when HeadBucket succeeds: the server answers,
 // the bucket exists, and these credentials may use it.
 func (a *Adapter) Check(ctx context.Context) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -267,15 +251,10 @@ func (a *Adapter) Check(ctx context.Context) error {
 
 // Close closes the client's idle connections. Objects fetched and not
 // acknowledged stay in the bucket and are offered again.
-func (a *Adapter) Close() error {
-	a.mu.Lock()
-	st := a.st
-	a.st = nil
-	a.mu.Unlock()
-	if st != nil {
-		st.close()
-	}
+func (a *Adapter) Close() error { return a.cur.Close() }
+
+// Close closes the client's idle connections.
+func (st *state) Close() error {
+	st.tr.CloseIdleConnections()
 	return nil
 }
-
-func (st *state) close() { st.tr.CloseIdleConnections() }

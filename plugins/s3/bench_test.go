@@ -20,6 +20,7 @@ import (
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/s3"
 	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // benchRun numbers the runs apart, so that each writes keys of its own.
@@ -123,7 +124,7 @@ func BenchmarkPutObject(b *testing.B) {
 				Destination: "dtn://cloud/files/app", CreationTime: uint64(800000000000 + run), Sequence: uint64(i),
 				Lifetime: time.Hour, PayloadLength: int64(c.size), SignatureStatus: "unsigned",
 			}
-			m.Options = map[string]string{"key": fmt.Sprintf("bench/%d/%s", run, s3.BundleKey(m.BundleID))}
+			m.Options = map[string]string{"key": fmt.Sprintf("bench/%d/%s", run, sdk.BundleKey(m.BundleID))}
 			return m
 		}
 		deliver := func(b *testing.B, ad plugins.Adapter, ps procs) {

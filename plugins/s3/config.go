@@ -147,11 +147,8 @@ func defaultConfig() Config {
 // problem by key.
 func parseConfig(raw json.RawMessage) (*settings, error) {
 	cfg := defaultConfig()
-	var errs plugins.ConfigErrors
-	if err := sdk.DecodeConfig(raw, &cfg); err != nil && !errors.As(err, &errs) {
-		return nil, err
-	}
-	if errs.Has("") {
+	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+	if !ok {
 		return nil, errs
 	}
 	s := &settings{Config: cfg, checksums: cfg.Checksums == nil || *cfg.Checksums}
@@ -282,7 +279,7 @@ func (s *settings) checkInbound(errs plugins.ConfigErrors) plugins.ConfigErrors 
 		}
 	}
 	if in.DefaultDestination != "" && !errs.Has("inbound.default_destination") {
-		if err := CheckEID(in.DefaultDestination); err != nil {
+		if err := sdk.CheckEID(in.DefaultDestination); err != nil {
 			errs = errs.Add("inbound.default_destination", "is not a usable endpoint ID: %v", err)
 		}
 	}

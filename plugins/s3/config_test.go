@@ -8,15 +8,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"math/big"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
 	"github.com/mulegate/mulegate/plugins/s3"
 )
 
@@ -86,34 +85,7 @@ func TestConfigErrors(t *testing.T) {
 		{"https endpoint with a CA", `{"endpoint": "https://minio.local:9000", ` + b + `, "tls": {"ca_file": "` + writeCA(t, dir) + `"}}`, nil},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ad := s3.New(nil)
-			defer ad.Close()
-			err := ad.Configure(t.Context(), json.RawMessage(tc.config))
-			if tc.keys == nil {
-				if err != nil {
-					t.Fatalf("Configure = %v, want nil (the server being down is Check's business)", err)
-				}
-				return
-			}
-			var ce plugins.ConfigErrors
-			if !errors.As(err, &ce) {
-				t.Fatalf("Configure = %v, want ConfigErrors", err)
-			}
-			var keys []string
-			for _, e := range ce {
-				keys = append(keys, e.Key)
-				if e.Message == "" {
-					t.Errorf("key %q: no message", e.Key)
-				}
-			}
-			if !slices.Equal(keys, tc.keys) {
-				t.Errorf("Configure reported keys %q, want %q:\n%v", keys, tc.keys, err)
-			}
-			if err := ad.Check(t.Context()); !errors.Is(err, plugins.ErrNotConfigured) {
-				t.Errorf("Check after a failed Configure = %v, want ErrNotConfigured", err)
-			}
-		})
+		adaptertest.CheckConfigErrors(t, tc.name, tc.config, tc.keys, func() plugins.Adapter { return s3.New(nil) })
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // cleanupTimeout bounds the requests that tidy up after a delivery
@@ -26,7 +27,7 @@ const cleanupTimeout = 10 * time.Second
 // configured key template expanded (see ExpandKey). It fails for a key
 // the adapter will not write.
 func (a *Adapter) KeyFor(m plugins.Meta) (string, error) {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return "", err
 	}
@@ -52,15 +53,12 @@ func (st *state) keyFor(m plugins.Meta) (string, error) {
 }
 
 func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Reader) plugins.Result {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return plugins.RetryLater(0, err.Error())
 	}
-	if meta.BundleID == "" {
-		return plugins.Rejected("the bundle has no ID, so it cannot be delivered idempotently")
-	}
-	if meta.PayloadLength < 0 {
-		return plugins.Rejected(fmt.Sprintf("negative payload length %d", meta.PayloadLength))
+	if res, ok := sdk.CheckMeta(meta, "delivered idempotently"); !ok {
+		return res
 	}
 	key, err := st.keyFor(meta)
 	if err != nil {

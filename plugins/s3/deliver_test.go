@@ -24,6 +24,7 @@ import (
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/s3"
 	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // expectedKey is where bundle i of testBundle lands: its route's key
@@ -37,8 +38,8 @@ func expectedKey(t testing.TB, m plugins.Meta) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.Key() != s3.BundleKey(m.BundleID) {
-		t.Fatalf("the adapter's {bundle_key} %s differs from the node's %s", s3.BundleKey(m.BundleID), id.Key())
+	if id.Key() != sdk.BundleKey(m.BundleID) {
+		t.Fatalf("the adapter's {bundle_key} %s differs from the node's %s", sdk.BundleKey(m.BundleID), id.Key())
 	}
 	src, _, _ := strings.Cut(strings.TrimPrefix(m.Source, "dtn://"), "/")
 	return fmt.Sprintf("bundles/%s/%s/%s", src, m.Created().UTC().Format("2006-01-02"), id.Key())
@@ -505,13 +506,13 @@ func TestKeyFor(t *testing.T) {
 	}
 	meta, _ := testBundle(2, 0)
 	key, err := ad.KeyFor(meta)
-	want := "x/mule2/cloud/files.app2/" + meta.Created().UTC().Format("2006-01-02") + "/2/" + s3.BundleKey(meta.BundleID)
+	want := "x/mule2/cloud/files.app2/" + meta.Created().UTC().Format("2006-01-02") + "/2/" + sdk.BundleKey(meta.BundleID)
 	if err != nil || key != want {
 		t.Errorf("KeyFor = %q, %v; want %q", key, err, want)
 	}
 	meta.CreationTime, meta.Destination, meta.Source = 0, "dtn://cloud/", "dtn:none"
 	key, err = ad.KeyFor(meta)
-	want = "x/none/cloud/none/undated/2/" + s3.BundleKey(meta.BundleID)
+	want = "x/none/cloud/none/undated/2/" + sdk.BundleKey(meta.BundleID)
 	if err != nil || key != want {
 		t.Errorf("KeyFor without a clock = %q, %v; want %q", key, err, want)
 	}

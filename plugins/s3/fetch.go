@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 const (
@@ -125,7 +126,7 @@ func (st *state) inboundConfig() (*Inbound, error) {
 }
 
 func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -133,27 +134,13 @@ func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(p
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(req.Wait)
-	for {
-		n, err := st.offer(ctx, in, req, fn)
-		if errors.Is(err, plugins.ErrFetchLimit) {
-			return nil
-		}
-		if err != nil || n > 0 {
-			return err
-		}
-		wait := min(time.Until(deadline), time.Duration(in.PollInterval))
-		if wait <= 0 {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
+	err = sdk.LongPoll(ctx, req.Wait, time.Duration(in.PollInterval), nil, func() (int, error) {
+		return st.offer(ctx, in, req, fn)
+	})
+	if errors.Is(err, plugins.ErrFetchLimit) {
+		return nil
 	}
+	return err
 }
 
 // offer lists the inbound objects and hands fn those that are not leased,
@@ -250,7 +237,7 @@ func (st *state) offerListed(ctx context.Context, in *Inbound, req plugins.Fetch
 		return false, nil
 	}
 	lifetime := time.Duration(in.Lifetime)
-	if l, ok := parseLifetime(metaGet(out.Metadata, MetaLifetime)); ok {
+	if l, ok := sdk.ParseLifetime(metaGet(out.Metadata, MetaLifetime)); ok {
 		lifetime = l
 	}
 	err = fn(plugins.Inbound{
@@ -274,7 +261,7 @@ func (st *state) offerListed(ctx context.Context, in *Inbound, req plugins.Fetch
 // directly under the prefix, default_destination.
 func (st *state) destination(in *Inbound, key string, md map[string]string) (string, error) {
 	if v := metaGet(md, MetaDestination); v != "" {
-		if err := CheckEID(v); err != nil {
+		if err := sdk.CheckEID(v); err != nil {
 			return "", fmt.Errorf("metadata %s: %v", MetaDestination, err)
 		}
 		return v, nil
@@ -324,7 +311,7 @@ func inboundHeaders(bucket, key, etag string, out *s3.GetObjectOutput) map[strin
 }
 
 func (a *Adapter) receipt(rs string) (*state, *Inbound, string, string, error) {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return nil, nil, "", "", err
 	}

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/s3"
-	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
 )
 
 // offered is an inbound message as the node saw it, payload read.
@@ -160,7 +160,7 @@ func TestFetchThroughPlugin(t *testing.T) {
 	eventually(t, 5*time.Second, "the nacked object is offered again", func() error {
 		back = fetch(t, ad, plugins.FetchRequest{MaxMessages: 10})
 		if len(back) == 0 {
-			return s3test.ErrNotYet
+			return servertest.ErrNotYet
 		}
 		return nil
 	})

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/host"
 	"github.com/mulegate/mulegate/plugins/internal/plugintest"
@@ -43,7 +44,7 @@ const bucket = "mulegate"
 var (
 	startServer = s3test.StartServer
 	newServer   = s3test.NewServer
-	eventually  = s3test.Eventually
+	eventually  = servertest.Eventually
 )
 
 // obj is a JSON object literal, for configurations.
@@ -133,7 +134,7 @@ func testBundle(i, size int) (plugins.Meta, []byte) {
 		Route:         "dtn://cloud/files/**",
 	}
 	if i%2 == 1 {
-		m.Options = map[string]string{"key": fmt.Sprintf("files/mule%d/%s", i%5, s3.BundleKey(m.BundleID)), "content_type": "text/plain"}
+		m.Options = map[string]string{"key": fmt.Sprintf("files/mule%d/%s", i%5, sdk.BundleKey(m.BundleID)), "content_type": "text/plain"}
 		m.ReportTo = "dtn://mule0/reports"
 	}
 	if i%4 == 0 {

@@ -1,18 +1,16 @@
 package s3
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Object metadata the adapter writes on the objects it delivers
@@ -77,13 +75,6 @@ func checkKeyTemplate(t string) error {
 	return nil
 }
 
-// BundleKey is the node's {bundle_key} for a bundle ID: the first 16 bytes
-// of its SHA-256, in hex.
-func BundleKey(bundleID string) string {
-	sum := sha256.Sum256([]byte(bundleID))
-	return hex.EncodeToString(sum[:16])
-}
-
 // ExpandKey fills the configured key template from a bundle's metadata, as
 // the node fills route options: {src_node} and {dst_node} are node names
 // ("none" when there is none; "." and ".." as "%2E" and "%2E%2E"),
@@ -94,8 +85,8 @@ func BundleKey(bundleID string) string {
 func ExpandKey(tmpl string, m plugins.Meta) string { return expandKey(tmpl, m) }
 
 func expandKey(tmpl string, m plugins.Meta) string {
-	srcNode, _ := splitEID(m.Source)
-	dstNode, svc := splitEID(m.Destination)
+	srcNode, _ := sdk.SplitEID(m.Source)
+	dstNode, svc := sdk.SplitEID(m.Destination)
 	svc = strings.ReplaceAll(strings.Trim(svc, "/"), "/", ".")
 	date := "undated"
 	if m.CreationTime != 0 {
@@ -116,22 +107,8 @@ func expandKey(tmpl string, m plugins.Meta) string {
 		"{service}", or(svc),
 		"{date}", date,
 		"{seq}", strconv.FormatUint(m.Sequence, 10),
-		"{bundle_key}", BundleKey(m.BundleID),
+		"{bundle_key}", sdk.BundleKey(m.BundleID),
 	).Replace(tmpl)
-}
-
-// splitEID returns an endpoint ID's node name and service, for dtn and ipn
-// EIDs; empty strings for anything else.
-func splitEID(e string) (node, service string) {
-	if rest, ok := strings.CutPrefix(e, "dtn://"); ok {
-		node, service, _ = strings.Cut(rest, "/")
-		return node, service
-	}
-	if rest, ok := strings.CutPrefix(e, "ipn:"); ok {
-		node, service, _ = strings.Cut(rest, ".")
-		return node, service
-	}
-	return "", ""
 }
 
 // checkKey checks an object key the adapter writes: at most 1024 bytes of
@@ -187,7 +164,8 @@ func DestinationForKey(prefix, key string) (string, error) {
 		return "", fmt.Errorf("key %q ends with '/'", key)
 	}
 	node, service, _ := strings.Cut(dir, "/")
-	if err := checkNodeName(node); err != nil {
+	eid, err := sdk.DTNEndpoint(node, service)
+	if err != nil {
 		return "", fmt.Errorf("key %q: %v", key, err)
 	}
 	if service != "" {
@@ -196,11 +174,8 @@ func DestinationForKey(prefix, key string) (string, error) {
 				return "", fmt.Errorf("key %q has an empty segment", key)
 			}
 		}
-		if err := checkService(service); err != nil {
-			return "", fmt.Errorf("key %q: %v", key, err)
-		}
 	}
-	return "dtn://" + node + "/" + service, nil
+	return eid, nil
 }
 
 func cutLast(s string, sep byte) (before, after string, ok bool) {
@@ -208,78 +183,6 @@ func cutLast(s string, sep byte) (before, after string, ok bool) {
 		return s[:i], s[i+1:], true
 	}
 	return s, "", false
-}
-
-// CheckEID tells whether s is an endpoint ID a bundle can be addressed to,
-// by the rules the node itself applies: dtn://node/service, where the node
-// name holds RFC 3986 unreserved and sub-delims characters, '~', '%', ':'
-// and '@', and the service printable ASCII without spaces; or ipn:N.S with
-// decimal numbers.
-func CheckEID(s string) error {
-	if len(s) > maxKeyLen {
-		return fmt.Errorf("endpoint ID is longer than %d bytes", maxKeyLen)
-	}
-	if rest, ok := strings.CutPrefix(s, "dtn://"); ok {
-		node, service, _ := strings.Cut(rest, "/")
-		if err := checkNodeName(node); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		if err := checkService(service); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		return nil
-	}
-	if rest, ok := strings.CutPrefix(s, "ipn:"); ok {
-		n, svc, ok := strings.Cut(rest, ".")
-		if !ok || !isDecimal(n) || !isDecimal(svc) {
-			return fmt.Errorf("%q: an ipn endpoint is ipn:NODE.SERVICE with decimal numbers", s)
-		}
-		return nil
-	}
-	return fmt.Errorf("%q: not a dtn://node/service or ipn:N.S endpoint ID", s)
-}
-
-func checkNodeName(node string) error {
-	if node == "" {
-		return errors.New("the node name is empty")
-	}
-	if node == "~" {
-		return errors.New("a group node name needs a name after ~")
-	}
-	for i := 0; i < len(node); i++ {
-		c := node[i]
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			strings.IndexByte("-._~!$&'()*+,;=%:@", c) >= 0
-		switch {
-		case !ok && c >= 0x80:
-			return errors.New("a node name must be ASCII")
-		case !ok:
-			return fmt.Errorf("character %q is not allowed in a node name", c)
-		}
-	}
-	return nil
-}
-
-func checkService(svc string) error {
-	for i := 0; i < len(svc); i++ {
-		if c := svc[i]; c <= 0x20 || c >= 0x7f {
-			return errors.New("the service must be printable ASCII without spaces")
-		}
-	}
-	return nil
-}
-
-func isDecimal(s string) bool {
-	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	_, err := strconv.ParseUint(s, 10, 64)
-	return err == nil
 }
 
 // MetaValue makes s safe as an object metadata value (an HTTP header,
@@ -382,13 +285,4 @@ func objectMetadata(m plugins.Meta) map[string]string {
 		md[MetaSignature] = MetaValue(m.SignatureStatus)
 	}
 	return md
-}
-
-// parseLifetime reads a mulegate-lifetime value (milliseconds).
-func parseLifetime(s string) (time.Duration, bool) {
-	ms, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
-	if err != nil || ms == 0 || ms > uint64(1<<63-1)/uint64(time.Millisecond) {
-		return 0, false
-	}
-	return time.Duration(ms) * time.Millisecond, true
 }

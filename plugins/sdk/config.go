@@ -34,6 +34,31 @@ func DecodeConfig(raw json.RawMessage, dst any) error {
 	return errs.Err()
 }
 
+// DecodeConfigErrors is DecodeConfig for an adapter that validates its
+// block further: it returns the problems decoding found, for the
+// validation to add its own to (and to skip the keys already there, with
+// errs.Has), so that an operator fixes the whole block in one go. ok is
+// false when the block as a whole is unusable (not a JSON object, say):
+// then there is nothing to validate, and errs is the answer.
+//
+//	cfg := defaults()
+//	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+//	if !ok {
+//		return errs
+//	}
+//	if !errs.Has("url") && !validURL(cfg.URL) {
+//		errs = errs.Add("url", "must be an http:// or https:// URL, not %q", cfg.URL)
+//	}
+//	if err := errs.Err(); err != nil {
+//		return err
+//	}
+func DecodeConfigErrors(raw json.RawMessage, dst any) (errs plugins.ConfigErrors, ok bool) {
+	if err := DecodeConfig(raw, dst); err != nil && !errors.As(err, &errs) {
+		errs = plugins.ConfigErrors{{Message: err.Error()}} // DecodeConfig returns no other error
+	}
+	return errs, !errs.Has("")
+}
+
 // decodeObject decodes the JSON object raw into the struct v, field by
 // field, so that one bad value does not hide the next.
 func decodeObject(raw []byte, v reflect.Value, path string, errs *plugins.ConfigErrors) {

@@ -91,6 +91,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Version is the smtp adapter's version, reported by Describe.
@@ -102,9 +103,7 @@ const checkTimeout = 10 * time.Second
 // Adapter is the smtp adapter. The zero value is not usable; call New.
 type Adapter struct {
 	log *zap.Logger
-
-	mu sync.Mutex
-	st *state
+	cur sdk.Current[*state]
 }
 
 var (
@@ -148,29 +147,20 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 		st.wg.Go(st.pruneLoop)
 	}
 
-	a.mu.Lock()
-	old := a.st
-	a.mu.Unlock()
 	if cfg.Inbound != nil {
 		// The old server goes first: the new one may take its address and
 		// its spool, which one server alone may own.
-		if old != nil && old.in != nil {
+		if old, err := a.cur.Get(); err == nil && old.in != nil {
 			old.in.stop()
 		}
 		in, err := startInbound(st)
 		if err != nil {
-			st.close()
+			_ = st.Close()
 			return err
 		}
 		st.in = in
 	}
-	a.mu.Lock()
-	old = a.st
-	a.st = st
-	a.mu.Unlock()
-	if old != nil {
-		old.close()
-	}
+	a.cur.Swap(st)
 	fields := []zap.Field{zap.String("server", cfg.Server)}
 	if st.in != nil {
 		fields = append(fields, zap.String("inbound", st.in.addr()), zap.String("spool", cfg.Inbound.Spool))
@@ -179,20 +169,11 @@ func (a *Adapter) Configure(_ context.Context, raw json.RawMessage) error {
 	return nil
 }
 
-func (a *Adapter) state() (*state, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.st == nil {
-		return nil, plugins.ErrNotConfigured
-	}
-	return a.st, nil
-}
-
 // Check connects to the server, greets it, starts TLS and authenticates
 // as a delivery would, then says NOOP and QUIT. With only inbound
 // configured, it checks that the spool is usable.
 func (a *Adapter) Check(ctx context.Context) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -223,21 +204,14 @@ func (a *Adapter) Check(ctx context.Context) error {
 // Close stops the inbound server (sessions in the middle of a message are
 // cut off, and their clients, having no 250, send again) and closes the
 // connections to the server.
-func (a *Adapter) Close() error {
-	a.mu.Lock()
-	st := a.st
-	a.st = nil
-	a.mu.Unlock()
-	if st != nil {
-		st.close()
-	}
-	return nil
-}
+func (a *Adapter) Close() error { return a.cur.Close() }
 
-func (st *state) close() {
+// Close stops the state's inbound server and its connections; a second
+// Close does nothing.
+func (st *state) Close() error {
 	select {
 	case <-st.done:
-		return
+		return nil
 	default:
 	}
 	close(st.done)
@@ -248,6 +222,7 @@ func (st *state) close() {
 		st.pool.close()
 	}
 	st.wg.Wait()
+	return nil
 }
 
 // pruneLoop closes idle sessions that outlived idle_timeout.

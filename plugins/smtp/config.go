@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/mail"
@@ -179,11 +178,8 @@ func defaultConfig() Config {
 // every problem by key.
 func parseConfig(raw json.RawMessage) (*settings, error) {
 	cfg := defaultConfig()
-	var errs plugins.ConfigErrors
-	if err := sdk.DecodeConfig(raw, &cfg); err != nil && !errors.As(err, &errs) {
-		return nil, err
-	}
-	if errs.Has("") {
+	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+	if !ok {
 		return nil, errs
 	}
 	s := &settings{Config: cfg}
@@ -337,7 +333,7 @@ func (s *settings) checkInbound(errs plugins.ConfigErrors) plugins.ConfigErrors 
 			errs = errs.Add(key, "%q is not an email address (write it bare: user@example.org)", k)
 			continue
 		}
-		if err := CheckEID(in.Recipients[k]); err != nil {
+		if err := sdk.CheckEID(in.Recipients[k]); err != nil {
 			errs = errs.Add(key, "is not a destination endpoint ID: %v", err)
 			continue
 		}
@@ -349,8 +345,8 @@ func (s *settings) checkInbound(errs plugins.ConfigErrors) plugins.ConfigErrors 
 	s.defaultSvc = defaultDefaultService
 	if in.DefaultService != nil {
 		s.defaultSvc = *in.DefaultService
-		if err := checkService(s.defaultSvc); err != nil && !errs.Has("inbound.default_service") {
-			errs = errs.Add("inbound.default_service", "%v", err)
+		if _, err := sdk.DTNEndpoint("node", s.defaultSvc); err != nil && !errs.Has("inbound.default_service") {
+			errs = errs.Add("inbound.default_service", "node@domain would map to no endpoint ID: %v", err)
 		}
 	}
 	if in.Hostname == "" {

@@ -13,11 +13,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
 	"github.com/mulegate/mulegate/plugins/smtp"
 )
 
@@ -99,31 +99,7 @@ func TestConfigErrors(t *testing.T) {
 		{"inbound only", `{"inbound": {"listen": ` + listen() + `, "spool": "` + spool + `", "domains": ["d.org"]}}`, nil},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ad := smtp.New(nil)
-			defer ad.Close()
-			err := ad.Configure(t.Context(), json.RawMessage(tc.config))
-			if tc.keys == nil {
-				if err != nil {
-					t.Fatalf("Configure = %v, want nil (the server being down is Check's business)", err)
-				}
-				return
-			}
-			var ce plugins.ConfigErrors
-			if !errors.As(err, &ce) {
-				t.Fatalf("Configure = %v, want ConfigErrors", err)
-			}
-			var keys []string
-			for _, e := range ce {
-				keys = append(keys, e.Key)
-				if e.Message == "" {
-					t.Errorf("key %q: no message", e.Key)
-				}
-			}
-			if !slices.Equal(keys, tc.keys) {
-				t.Fatalf("Configure reported keys %q, want %q\n%v", keys, tc.keys, err)
-			}
-		})
+		adaptertest.CheckConfigErrors(t, tc.name, tc.config, tc.keys, func() plugins.Adapter { return smtp.New(nil) })
 	}
 }
 

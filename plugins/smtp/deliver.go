@@ -12,21 +12,19 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Reader) plugins.Result {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return plugins.RetryLater(0, err.Error())
 	}
 	if st.cfg.Server == "" {
 		return plugins.Rejected("this smtp adapter has no server configured (it only receives mail); route these bundles elsewhere, or set server")
 	}
-	if meta.BundleID == "" {
-		return plugins.Rejected("the bundle has no ID, so it cannot be given a stable Message-ID")
-	}
-	if meta.PayloadLength < 0 {
-		return plugins.Rejected(fmt.Sprintf("negative payload length %d", meta.PayloadLength))
+	if res, ok := sdk.CheckMeta(meta, "given a stable Message-ID"); !ok {
+		return res
 	}
 	cc, err := composeConfigFor(&st.cfg.Config, meta.Options, meta)
 	if err != nil {

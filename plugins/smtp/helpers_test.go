@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/host"
 	"github.com/mulegate/mulegate/plugins/internal/plugintest"
@@ -33,9 +34,9 @@ func TestMain(m *testing.M) {
 }
 
 var (
-	freePort   = mailpittest.FreePort
-	eventually = mailpittest.Eventually
-	errNotYet  = mailpittest.ErrNotYet
+	freePort   = servertest.FreePort
+	eventually = servertest.Eventually
+	errNotYet  = servertest.ErrNotYet
 )
 
 // startAdapter runs the smtp adapter in its own process, as the node does,

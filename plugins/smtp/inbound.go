@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // inbound is the adapter's SMTP server and its spool.
@@ -262,7 +263,7 @@ func (z zapPrintf) Println(v ...any) {
 // Fetch offers the spool's entries, oldest first, waiting up to req.Wait
 // for mail when there is none.
 func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) error {
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return err
 	}
@@ -270,27 +271,10 @@ func (a *Adapter) Fetch(ctx context.Context, req plugins.FetchRequest, fn func(p
 		return fmt.Errorf("%w: this smtp adapter has no inbound server configured", plugins.ErrUnsupported)
 	}
 	ib := st.in
-	deadline := time.Now().Add(req.Wait)
-	for {
-		n, err := ib.offer(ctx, req, fn)
-		if err != nil || n > 0 {
-			return err
-		}
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			return nil
-		}
-		// Arrivals wake the wait; leases ending do not, hence the poll.
-		t := time.NewTimer(min(wait, time.Second))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-ib.sp.arrivals:
-			t.Stop()
-		case <-t.C:
-		}
-	}
+	// Arrivals wake the wait; leases ending do not, hence the poll.
+	return sdk.LongPoll(ctx, req.Wait, time.Second, ib.sp.arrivals, func() (int, error) {
+		return ib.offer(ctx, req, fn)
+	})
 }
 
 func (ib *inbound) offer(ctx context.Context, req plugins.FetchRequest, fn func(plugins.Inbound) error) (int, error) {
@@ -400,7 +384,7 @@ func (a *Adapter) receipt(r string) (*inbound, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	st, err := a.state()
+	st, err := a.cur.Get()
 	if err != nil {
 		return nil, "", err
 	}

@@ -1,8 +1,6 @@
 package smtp
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -11,22 +9,13 @@ import (
 	"time"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
-
-// maxEIDLen bounds endpoint IDs the adapter makes or accepts.
-const maxEIDLen = 1024
-
-// BundleKey is the node's {bundle_key} of a bundle ID: the first 16 bytes
-// of its SHA-256, in hex. It names the bundle in generated Message-IDs.
-func BundleKey(bundleID string) string {
-	sum := sha256.Sum256([]byte(bundleID))
-	return hex.EncodeToString(sum[:16])
-}
 
 // MessageIDFor is the Message-ID a bundle's message gets when it has none
 // of its own: "<bundle key@domain>", the same on every delivery.
 func MessageIDFor(bundleID, domain string) string {
-	return "<" + BundleKey(bundleID) + "@" + domain + ">"
+	return "<" + sdk.BundleKey(bundleID) + "@" + domain + ">"
 }
 
 // Placeholders the adapter fills in its own templates (from,
@@ -60,8 +49,8 @@ func expand(t string, m plugins.Meta, domain string) string {
 	if !strings.Contains(t, "{") {
 		return t
 	}
-	srcNode, _ := splitEID(m.Source)
-	dstNode, svc := splitEID(m.Destination)
+	srcNode, _ := sdk.SplitEID(m.Source)
+	dstNode, svc := sdk.SplitEID(m.Destination)
 	created := m.Created()
 	if created.IsZero() {
 		created = time.Now()
@@ -73,31 +62,17 @@ func expand(t string, m plugins.Meta, domain string) string {
 		"{dst_node}", dstNode,
 		"{service}", strings.ReplaceAll(strings.Trim(svc, "/"), "/", "."),
 		"{domain}", domain,
-		"{bundle_key}", BundleKey(m.BundleID),
+		"{bundle_key}", sdk.BundleKey(m.BundleID),
 		"{date}", created.UTC().Format("2006-01-02"),
 		"{seq}", strconv.FormatUint(m.Sequence, 10),
 	).Replace(t)
-}
-
-// splitEID returns an endpoint ID's node name and service, for dtn and
-// ipn EIDs; empty strings for anything else.
-func splitEID(e string) (node, service string) {
-	if rest, ok := strings.CutPrefix(e, "dtn://"); ok {
-		node, service, _ = strings.Cut(rest, "/")
-		return node, service
-	}
-	if rest, ok := strings.CutPrefix(e, "ipn:"); ok {
-		node, service, _ = strings.Cut(rest, ".")
-		return node, service
-	}
-	return "", ""
 }
 
 // AddressFromDestination returns the email address a destination EID
 // names in its last service segment, as in dtn://cloud/mail/alice@example.org;
 // "" when it names none.
 func AddressFromDestination(eid string) string {
-	_, svc := splitEID(eid)
+	_, svc := sdk.SplitEID(eid)
 	if i := strings.LastIndexByte(svc, '/'); i >= 0 {
 		svc = svc[i+1:]
 	}
@@ -105,80 +80,6 @@ func AddressFromDestination(eid string) string {
 		return ""
 	}
 	return svc
-}
-
-// CheckEID tells whether s is an endpoint ID a bundle can be addressed to,
-// by the rules the node itself applies: dtn://node/service, where the node
-// name holds RFC 3986 unreserved and sub-delims characters, '~', '%', ':'
-// and '@', and the service printable ASCII without spaces; or ipn:N.S with
-// decimal numbers.
-func CheckEID(s string) error {
-	if len(s) > maxEIDLen {
-		return fmt.Errorf("endpoint ID is longer than %d bytes", maxEIDLen)
-	}
-	if rest, ok := strings.CutPrefix(s, "dtn://"); ok {
-		node, service, _ := strings.Cut(rest, "/")
-		if err := checkNodeName(node); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		if err := checkService(service); err != nil {
-			return fmt.Errorf("%q: %v", s, err)
-		}
-		return nil
-	}
-	if rest, ok := strings.CutPrefix(s, "ipn:"); ok {
-		n, svc, ok := strings.Cut(rest, ".")
-		if !ok || !isDecimal(n) || !isDecimal(svc) {
-			return fmt.Errorf("%q: an ipn endpoint is ipn:NODE.SERVICE with decimal numbers", s)
-		}
-		return nil
-	}
-	return fmt.Errorf("%q: not a dtn://node/service or ipn:N.S endpoint ID", s)
-}
-
-func checkNodeName(node string) error {
-	if node == "" {
-		return errors.New("the node name is empty")
-	}
-	if node == "~" {
-		return errors.New("a group node name needs a name after ~")
-	}
-	for i := 0; i < len(node); i++ {
-		if !nodeNameByte(node[i]) {
-			if node[i] >= 0x80 {
-				return errors.New("a node name must be ASCII")
-			}
-			return fmt.Errorf("character %q is not allowed in a node name", node[i])
-		}
-	}
-	return nil
-}
-
-func nodeNameByte(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		strings.IndexByte("-._~!$&'()*+,;=%:@", c) >= 0
-}
-
-func checkService(svc string) error {
-	for i := 0; i < len(svc); i++ {
-		if c := svc[i]; c <= 0x20 || c >= 0x7f {
-			return errors.New("the service must be printable ASCII without spaces")
-		}
-	}
-	return nil
-}
-
-func isDecimal(s string) bool {
-	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	_, err := strconv.ParseUint(s, 10, 64)
-	return err == nil
 }
 
 // Mapping turns an inbound recipient address into the destination EID of
@@ -233,7 +134,7 @@ func (m Mapping) Destination(addr string) (string, error) {
 		svc = m.DefaultService
 	}
 	eid := "dtn://" + node + "/" + svc
-	if err := CheckEID(eid); err != nil {
+	if err := sdk.CheckEID(eid); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNoSuchRecipient, err)
 	}
 	return eid, nil

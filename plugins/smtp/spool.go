@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // The spool's layout. A message accepted by the server is one file,
@@ -166,7 +167,7 @@ func (sp *spool) readEntry(name string) (*entry, error) {
 	if err := json.NewDecoder(io.LimitReader(f, 1<<20)).Decode(&m); err != nil {
 		return nil, err
 	}
-	if m.Message == "" || !strings.HasPrefix(name, m.Message+"-") || CheckEID(m.Destination) != nil {
+	if m.Message == "" || !strings.HasPrefix(name, m.Message+"-") || sdk.CheckEID(m.Destination) != nil {
 		return nil, fmt.Errorf("entry %s: bad content", name)
 	}
 	return &entry{name: name, meta: m}, nil

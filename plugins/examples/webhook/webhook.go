@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -50,9 +49,9 @@ func (w *webhook) Describe(context.Context) (plugins.Description, error) {
 // Configure validates the block and reports every problem by key.
 func (w *webhook) Configure(_ context.Context, raw json.RawMessage) error {
 	cfg := config{Timeout: sdk.Duration(30 * time.Second)}
-	var errs plugins.ConfigErrors
-	if err := sdk.DecodeConfig(raw, &cfg); err != nil && !errors.As(err, &errs) {
-		return err
+	errs, ok := sdk.DecodeConfigErrors(raw, &cfg)
+	if !ok {
+		return errs // not a JSON object: nothing to validate
 	}
 	if !errs.Has("url") {
 		if u, err := url.Parse(cfg.URL); cfg.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

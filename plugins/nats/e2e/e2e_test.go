@@ -13,15 +13,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,195 +27,19 @@ import (
 
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/gateway/api"
+	"github.com/mulegate/mulegate/internal/nodetest"
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins/nats/internal/natstest"
 )
 
 var (
-	freePort     = natstest.FreePort
 	newProcess   = natstest.NewProcess
 	client       = natstest.Client
 	createStream = natstest.CreateStream
 	publish      = natstest.Publish
-	eventually   = natstest.Eventually
-	errNotYet    = natstest.ErrNotYet
+	eventually   = servertest.Eventually
+	errNotYet    = servertest.ErrNotYet
 )
-
-// buildMulegate builds the mulegate binary (with this adapter built in)
-// into a temporary directory.
-func buildMulegate(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end: builds mulegate and runs real nodes")
-	}
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "mulegate")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mulegate")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building mulegate: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// e2eNode is a real `mulegate run` process on loopback ports.
-type e2eNode struct {
-	bin, name, dir, data, api, quic, logf string
-	cmd                                   *exec.Cmd
-	done                                  chan error
-	token                                 string
-}
-
-func newE2ENode(t *testing.T, bin, name, config string) *e2eNode {
-	t.Helper()
-	dir := t.TempDir()
-	n := &e2eNode{bin: bin, name: name, dir: dir, data: filepath.Join(dir, "data"), logf: filepath.Join(dir, "node.log"),
-		api: fmt.Sprintf("127.0.0.1:%d", freePort(t)), quic: freeUDP(t)}
-	base := "routing:\n  summary_interval: 1s\n  retry_min: 200ms\n  retry_max: 2s\nadapter_check_interval: 300ms\nlog:\n  level: info\n  format: json\n"
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(base+config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.stop(t)
-		if t.Failed() {
-			data, _ := os.ReadFile(n.logf)
-			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-			t.Logf("last log lines of %s:\n%s", n.name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
-		}
-	})
-	return n
-}
-
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
-func (n *e2eNode) id() string { return "dtn://" + n.name + "/" }
-
-func (n *e2eNode) start(t *testing.T, peers ...*e2eNode) {
-	t.Helper()
-	args := []string{"run", "--config", filepath.Join(n.dir, "config.yaml"), "--node", n.id(), "--data", n.data,
-		"--listen-quic", n.quic, "--api", n.api, "--discovery=false"}
-	for _, p := range peers {
-		args = append(args, "--peer", p.id()+"@"+p.quic)
-	}
-	logf, err := os.OpenFile(n.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	n.cmd = exec.Command(n.bin, args...)
-	n.cmd.Env = e2eEnv()
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan error, 1)
-	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(n.cmd, n.done)
-	eventually(t, 30*time.Second, "node "+n.name+" ready", func() error {
-		select {
-		case err := <-n.done:
-			n.done <- err
-			data, _ := os.ReadFile(n.logf)
-			t.Fatalf("node %s exited while starting: %v\n%s", n.name, err, data)
-		default:
-		}
-		tok, err := api.ReadToken(n.data)
-		if err != nil {
-			return err
-		}
-		c, err := api.NewClient(n.api, tok)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := c.Ready(ctx); err != nil {
-			return err
-		}
-		n.token = tok
-		return nil
-	})
-}
-
-// kill ends the node with SIGKILL: a crash.
-func (n *e2eNode) kill(t *testing.T) {
-	t.Helper()
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Kill()
-	<-n.done
-	n.cmd = nil
-}
-
-// stop ends the node with SIGTERM.
-func (n *e2eNode) stop(t *testing.T) {
-	t.Helper()
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(20 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.done
-		t.Errorf("node %s did not stop within 20s of SIGTERM", n.name)
-	}
-	n.cmd = nil
-}
-
-func (n *e2eNode) client(t *testing.T) *api.Client {
-	t.Helper()
-	c, err := api.NewClient(n.api, n.token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// mg runs the mulegate CLI against the node.
-func (n *e2eNode) mg(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
-	cmd := exec.CommandContext(ctx, n.bin, append(args, "--api", n.api, "--data", n.data)...)
-	cmd.Env = e2eEnv()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	return o.Bytes(), e.Bytes(), err
-}
-
-// queued counts the node's bundles still pending or in flight somewhere.
-func (n *e2eNode) queued(t *testing.T) int {
-	t.Helper()
-	total := 0
-	for _, state := range []string{"pending", "in_flight"} {
-		l, err := n.client(t).Bundles(t.Context(), api.BundleQuery{State: state, Limit: 10000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += len(l)
-	}
-	return total
-}
-
-func e2eEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MULEGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
 
 // natsNodeConfig is a gateway node's configuration with the nats adapter
 // routing dtn://cloud/logs/** to logs.{src_node}.{service}.
@@ -244,9 +65,9 @@ routes:
 
 // sendLogs sends n bundles of 1 KiB to dtn://cloud/logs/app<i%3> through
 // the node's API, and returns their IDs.
-func sendLogs(t *testing.T, n *e2eNode, count int) map[string]bool {
+func sendLogs(t *testing.T, n *nodetest.Node, count int) map[string]bool {
 	t.Helper()
-	c := n.client(t)
+	c := n.Client(t)
 	ids := make([]string, count)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -323,16 +144,16 @@ func streamIDs(t *testing.T, js jetstream.JetStream, stream string) map[string]i
 // messages, one per bundle, although the restarted node published some of
 // them again (dedup by Nats-Msg-Id).
 func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	start := time.Now()
 	srv := newProcess(t)
-	gw := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
-	gw.start(t)
+	gw := nodetest.New(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
+	gw.Start(t)
 
 	const count = 10000
 	ids := sendLogs(t, gw, count)
 	t.Logf("%d bundles stored by the node in %v, NATS down", count, time.Since(start).Round(time.Millisecond))
-	if q := gw.queued(t); q != count {
+	if q := gw.Queued(t); q != count {
 		t.Fatalf("%d bundles queued with NATS down, want %d", q, count)
 	}
 
@@ -352,7 +173,7 @@ func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
 		published = map[string]int{}
 		seen      atomic.Int64
 		halfway   = make(chan struct{})
-		node      = gw.cmd.Process
+		node      = gw.Process()
 	)
 	sub, err := nc.Subscribe("logs.>", func(m *natsgo.Msg) {
 		mu.Lock()
@@ -374,16 +195,16 @@ func TestE2ETenThousandBundlesSurviveSIGKILL(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("only %d publishes seen 2 minutes after NATS started", seen.Load())
 	}
-	gw.kill(t) // reaps it
+	gw.Kill(t) // reaps it
 	at := streamMsgs(t, js, "LOGS")
 	t.Logf("SIGKILL with %d of %d in the stream, %v after NATS started", at, count, time.Since(drain).Round(time.Millisecond))
 	if at >= count {
 		t.Fatalf("every bundle was in the stream before the SIGKILL: it interrupted no delivery")
 	}
 
-	gw.start(t)
+	gw.Start(t)
 	eventually(t, 3*time.Minute, "the queue drained after the restart", func() error {
-		if q := gw.queued(t); q != 0 {
+		if q := gw.Queued(t); q != 0 {
 			return fmt.Errorf("%d still queued", q)
 		}
 		return nil
@@ -446,18 +267,19 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
 // queue and the adapter shows unreachable; once the server starts the
 // queue drains by itself, nothing lost.
 func TestE2EServerDownAtStart(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := newProcess(t)
-	gw := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
-	gw.start(t)
+	gw := nodetest.New(t, bin, "gw", natsNodeConfig(srv.URL(), false, ""))
+	gw.Start(t)
 	ids := sendLogs(t, gw, 200)
 
 	// The adapter is up but its service is not, and says why; the bundles
 	// wait in its queue.
 	eventually(t, 20*time.Second, "`mulegate adapters list` shows the adapter unreachable with the bundles queued", func() error {
-		out, stderr, err := gw.mg(t.Context(), "adapters", "list", "--json")
-		if err != nil {
-			return fmt.Errorf("mulegate adapters list: %v\n%s", err, stderr)
+		r := gw.CLI(t.Context(), nil, "adapters", "list", "--json")
+		out := r.Stdout
+		if r.Err != nil {
+			return fmt.Errorf("mulegate adapters list: %v\n%s", r.Err, r.Stderr)
 		}
 		var list []struct {
 			Name      string `json:"name"`
@@ -479,16 +301,16 @@ func TestE2EServerDownAtStart(t *testing.T) {
 		}
 		return nil
 	})
-	if out, _, err := gw.mg(t.Context(), "adapters", "list"); err != nil || !regexp.MustCompile(`(?m)^logs\s.*\sunreachable\s`).Match(out) {
-		t.Errorf("mulegate adapters list (%v):\n%s", err, out)
+	if r := gw.CLI(t.Context(), nil, "adapters", "list"); r.Err != nil || !regexp.MustCompile(`(?m)^logs\s.*\sunreachable\s`).Match(r.Stdout) {
+		t.Errorf("mulegate adapters list (%v):\n%s", r.Err, r.Stdout)
 	}
-	if q := gw.queued(t); q != len(ids) {
+	if q := gw.Queued(t); q != len(ids) {
 		t.Fatalf("%d bundles queued with NATS down, want %d", q, len(ids))
 	}
 
 	srv.Start()
 	eventually(t, time.Minute, "the queue drained by itself", func() error {
-		if q := gw.queued(t); q != 0 {
+		if q := gw.Queued(t); q != 0 {
 			return fmt.Errorf("%d still queued", q)
 		}
 		return nil
@@ -509,7 +331,7 @@ func TestE2EServerDownAtStart(t *testing.T) {
 // fetched by the cloud gateway G (acked once G stored it), carried by the
 // mule M, which meets G and then C, and received on C with the same bytes.
 func TestE2EInboundThroughMule(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := newProcess(t)
 	srv.Start()
 	_, js := client(t, srv.URL())
@@ -522,15 +344,15 @@ func TestE2EInboundThroughMule(t *testing.T) {
 	publish(t, js, "to.nodeC.inbox", body, nil)
 
 	inbound := "      inbound: {stream: INBOUND, consumer: gw, ack_wait: 30s}"
-	g := newE2ENode(t, bin, "gw", natsNodeConfig(srv.URL(), true, inbound))
-	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
-	c := newE2ENode(t, bin, "nodeC", "adapters: []\nroutes: []\n")
-	g.start(t)
+	g := nodetest.New(t, bin, "gw", natsNodeConfig(srv.URL(), true, inbound))
+	m := nodetest.New(t, bin, "mule", "adapters: []\nroutes: []\n")
+	c := nodetest.New(t, bin, "nodeC", "adapters: []\nroutes: []\n")
+	g.Start(t)
 
 	// G stores it, and only then is it acknowledged upstream.
 	var id string
 	eventually(t, 30*time.Second, "G holds the bundle for dtn://nodeC/inbox", func() error {
-		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		l, err := g.Client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
 		if err != nil {
 			return err
 		}
@@ -558,18 +380,18 @@ func TestE2EInboundThroughMule(t *testing.T) {
 	})
 
 	// The mule meets G, takes the bundle, and leaves; then meets C.
-	m.start(t, g)
+	m.Start(t, g)
 	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
-		_, err := m.client(t).Bundle(t.Context(), id)
+		_, err := m.Client(t).Bundle(t.Context(), id)
 		return err
 	})
-	g.stop(t)
-	c.start(t, m)
+	g.Stop(t)
+	c.Start(t, m)
 	out := filepath.Join(t.TempDir(), "received")
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	if _, stderr, err := c.mg(ctx, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", out); err != nil {
-		t.Fatalf("recv on C: %v\n%s", err, stderr)
+	if r := c.CLI(ctx, nil, "recv", "--endpoint", c.ID()+"inbox", "--follow", "--count", "1", "--out", out); r.Err != nil {
+		t.Fatalf("recv on C: %v\n%s", r.Err, r.Stderr)
 	}
 	files, err := os.ReadDir(out)
 	if err != nil || len(files) != 1 {
@@ -591,7 +413,7 @@ func TestE2EInboundThroughMule(t *testing.T) {
 // its coming back after every Nack. The message behind it is stored as
 // usual.
 func TestE2EInboundRefusedForGoodIsDeadLettered(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := newProcess(t)
 	srv.Start()
 	_, js := client(t, srv.URL())
@@ -604,14 +426,14 @@ func TestE2EInboundRefusedForGoodIsDeadLettered(t *testing.T) {
 	// A short nack_delay: were the refused message nacked rather than
 	// rejected, it would come back, redelivered, within the test.
 	inbound := "      inbound: {stream: INBOUND, consumer: gw, ack_wait: 30s, nack_delay: 200ms, dead_letter: dead.inbound}"
-	g := newE2ENode(t, bin, "gw", "limits:\n  max_lifetime: 30h\n"+natsNodeConfig(srv.URL(), true, inbound))
-	g.start(t)
+	g := nodetest.New(t, bin, "gw", "limits:\n  max_lifetime: 30h\n"+natsNodeConfig(srv.URL(), true, inbound))
+	g.Start(t)
 
 	eventually(t, 30*time.Second, "the refused message dead-lettered and the other stored", func() error {
 		if n := streamMsgs(t, js, "DEAD"); n != 1 {
 			return fmt.Errorf("%d dead letters", n)
 		}
-		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		l, err := g.Client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
 		if err != nil {
 			return err
 		}

@@ -13,206 +13,27 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mulegate/mulegate/bundle"
 	"github.com/mulegate/mulegate/gateway/api"
+	"github.com/mulegate/mulegate/internal/nodetest"
+	"github.com/mulegate/mulegate/internal/servertest"
 	"github.com/mulegate/mulegate/plugins/s3"
 	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
 )
 
 var (
-	freePort   = s3test.FreePort
-	eventually = s3test.Eventually
-	errNotYet  = s3test.ErrNotYet
+	eventually = servertest.Eventually
+	errNotYet  = servertest.ErrNotYet
 )
 
 const bucket = "mulegate"
-
-// buildMulegate builds the mulegate binary (with this adapter built in)
-// into a temporary directory.
-func buildMulegate(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end: builds mulegate and runs real nodes")
-	}
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "mulegate")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/mulegate")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building mulegate: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// e2eNode is a real `mulegate run` process on loopback ports.
-type e2eNode struct {
-	bin, name, dir, data, api, quic, logf string
-	cmd                                   *exec.Cmd
-	done                                  chan error
-	token                                 string
-}
-
-func newE2ENode(t *testing.T, bin, name, config string) *e2eNode {
-	t.Helper()
-	dir := t.TempDir()
-	n := &e2eNode{bin: bin, name: name, dir: dir, data: filepath.Join(dir, "data"), logf: filepath.Join(dir, "node.log"),
-		api: fmt.Sprintf("127.0.0.1:%d", freePort(t)), quic: freeUDP(t)}
-	base := "routing:\n  summary_interval: 1s\n  retry_min: 200ms\n  retry_max: 2s\nadapter_check_interval: 300ms\nlog:\n  level: info\n  format: json\n"
-	if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(base+config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.stop(t)
-		if t.Failed() {
-			data, _ := os.ReadFile(n.logf)
-			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-			t.Logf("last log lines of %s:\n%s", n.name, strings.Join(lines[max(0, len(lines)-25):], "\n"))
-		}
-	})
-	return n
-}
-
-func freeUDP(t *testing.T) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().String()
-}
-
-func (n *e2eNode) id() string { return "dtn://" + n.name + "/" }
-
-func (n *e2eNode) start(t *testing.T, peers ...*e2eNode) {
-	t.Helper()
-	args := []string{"run", "--config", filepath.Join(n.dir, "config.yaml"), "--node", n.id(), "--data", n.data,
-		"--listen-quic", n.quic, "--api", n.api, "--discovery=false"}
-	for _, p := range peers {
-		args = append(args, "--peer", p.id()+"@"+p.quic)
-	}
-	logf, err := os.OpenFile(n.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	n.cmd = exec.Command(n.bin, args...)
-	n.cmd.Env = e2eEnv()
-	n.cmd.Stdout, n.cmd.Stderr = logf, logf
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan error, 1)
-	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(n.cmd, n.done)
-	eventually(t, 30*time.Second, "node "+n.name+" ready", func() error {
-		select {
-		case err := <-n.done:
-			n.done <- err
-			data, _ := os.ReadFile(n.logf)
-			t.Fatalf("node %s exited while starting: %v\n%s", n.name, err, data)
-		default:
-		}
-		tok, err := api.ReadToken(n.data)
-		if err != nil {
-			return err
-		}
-		c, err := api.NewClient(n.api, tok)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := c.Ready(ctx); err != nil {
-			return err
-		}
-		n.token = tok
-		return nil
-	})
-}
-
-// kill ends the node with SIGKILL: a crash.
-func (n *e2eNode) kill(t *testing.T) {
-	t.Helper()
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Kill()
-	<-n.done
-	n.cmd = nil
-}
-
-// stop ends the node with SIGTERM.
-func (n *e2eNode) stop(t *testing.T) {
-	t.Helper()
-	if n.cmd == nil {
-		return
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(20 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.done
-		t.Errorf("node %s did not stop within 20s of SIGTERM", n.name)
-	}
-	n.cmd = nil
-}
-
-func (n *e2eNode) client(t *testing.T) *api.Client {
-	t.Helper()
-	c, err := api.NewClient(n.api, n.token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// mg runs the mulegate CLI against the node.
-func (n *e2eNode) mg(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
-	cmd := exec.CommandContext(ctx, n.bin, append(args, "--api", n.api, "--data", n.data)...)
-	cmd.Env = e2eEnv()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	return o.Bytes(), e.Bytes(), err
-}
-
-// queued counts the node's bundles still pending or in flight somewhere.
-func (n *e2eNode) queued(t *testing.T) int {
-	t.Helper()
-	total := 0
-	for _, state := range []string{"pending", "in_flight"} {
-		l, err := n.client(t).Bundles(t.Context(), api.BundleQuery{State: state, Limit: 10000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += len(l)
-	}
-	return total
-}
-
-func e2eEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MULEGATE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
 
 // s3NodeConfig is a gateway node's configuration with the s3 adapter
 // routing dtn://cloud/files/** to objects "files/{src_node}/{bundle_key}",
@@ -250,13 +71,13 @@ func randomBytes(seed uint64, n int) []byte {
 
 // send sends payload to dst through the node's API and returns the
 // bundle's ID.
-func send(t *testing.T, n *e2eNode, dst string, payload []byte) string {
+func send(t *testing.T, n *nodetest.Node, dst string, payload []byte) string {
 	t.Helper()
 	eid, err := bundle.ParseEID(dst)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := n.client(t).Send(t.Context(), api.SendParams{Destination: eid, Lifetime: time.Hour}, bytes.NewReader(payload), int64(len(payload)))
+	res, err := n.Client(t).Send(t.Context(), api.SendParams{Destination: eid, Lifetime: time.Hour}, bytes.NewReader(payload), int64(len(payload)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,13 +90,13 @@ func send(t *testing.T, n *e2eNode, dst string, payload []byte) string {
 // lands as one object at files/a/<bundle_key>, with its bytes and the
 // bundle's metadata.
 func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := s3test.StartServer(t, bucket)
-	a := newE2ENode(t, bin, "a", "adapters: []\nroutes: []\n")
-	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
-	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, false))
+	a := nodetest.New(t, bin, "a", "adapters: []\nroutes: []\n")
+	m := nodetest.New(t, bin, "mule", "adapters: []\nroutes: []\n")
+	g := nodetest.New(t, bin, "cloud", s3NodeConfig(srv, false))
 
-	a.start(t)
+	a.Start(t)
 	body := randomBytes(1, 300<<10)
 	id := send(t, a, "dtn://cloud/files/report", body)
 	parsed, err := bundle.ParseID(id)
@@ -285,18 +106,18 @@ func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
 	key := "files/a/" + parsed.Key()
 
 	// The mule meets A, takes the bundle, and leaves; A goes away.
-	m.start(t, a)
+	m.Start(t, a)
 	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
-		_, err := m.client(t).Bundle(t.Context(), id)
+		_, err := m.Client(t).Bundle(t.Context(), id)
 		return err
 	})
-	a.stop(t)
+	a.Stop(t)
 	if keys := srv.Keys(bucket, ""); len(keys) != 0 {
 		t.Fatalf("objects before the gateway ever saw the bundle: %q", keys)
 	}
 
 	// The gateway meets the mule: the bundle lands in the bucket.
-	g.start(t, m)
+	g.Start(t, m)
 	eventually(t, 60*time.Second, "the object is in the bucket", func() error {
 		if _, ok := srv.Get(bucket, key); !ok {
 			return fmt.Errorf("no object at %s; bucket holds %q", key, srv.Keys(bucket, ""))
@@ -314,7 +135,7 @@ func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
 		t.Errorf("object's metadata %v, content type %q", o.Metadata, o.ContentType)
 	}
 	eventually(t, 30*time.Second, "the gateway's queue drained", func() error {
-		if q := g.queued(t); q != 0 {
+		if q := g.Queued(t); q != 0 {
 			return fmt.Errorf("%d still queued", q)
 		}
 		return nil
@@ -330,20 +151,20 @@ func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
 // C, and received on C with the same bytes. An object whose key names no
 // node is moved to rejected/ with the reason.
 func TestE2EInboundObjectThroughMule(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := s3test.StartServer(t, bucket)
 	body := randomBytes(2, 200<<10)
 	srv.Put(bucket, "inbox/nodeC/inbox/msg.bin", body, nil)
 	srv.Put(bucket, "inbox/stray.bin", []byte("for nobody"), nil)
 
-	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, true))
-	m := newE2ENode(t, bin, "mule", "adapters: []\nroutes: []\n")
-	c := newE2ENode(t, bin, "nodeC", "adapters: []\nroutes: []\n")
-	g.start(t)
+	g := nodetest.New(t, bin, "cloud", s3NodeConfig(srv, true))
+	m := nodetest.New(t, bin, "mule", "adapters: []\nroutes: []\n")
+	c := nodetest.New(t, bin, "nodeC", "adapters: []\nroutes: []\n")
+	g.Start(t)
 
 	var id string
 	eventually(t, 30*time.Second, "G holds the bundle for dtn://nodeC/inbox", func() error {
-		l, err := g.client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
+		l, err := g.Client(t).Bundles(t.Context(), api.BundleQuery{Limit: 100})
 		if err != nil {
 			return err
 		}
@@ -367,18 +188,18 @@ func TestE2EInboundObjectThroughMule(t *testing.T) {
 		t.Errorf("set aside with reason %q", reason)
 	}
 
-	m.start(t, g)
+	m.Start(t, g)
 	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
-		_, err := m.client(t).Bundle(t.Context(), id)
+		_, err := m.Client(t).Bundle(t.Context(), id)
 		return err
 	})
-	g.stop(t)
-	c.start(t, m)
+	g.Stop(t)
+	c.Start(t, m)
 	out := filepath.Join(t.TempDir(), "received")
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	if _, stderr, err := c.mg(ctx, "recv", "--endpoint", c.id()+"inbox", "--follow", "--count", "1", "--out", out); err != nil {
-		t.Fatalf("recv on C: %v\n%s", err, stderr)
+	if r := c.CLI(ctx, nil, "recv", "--endpoint", c.ID()+"inbox", "--follow", "--count", "1", "--out", out); r.Err != nil {
+		t.Fatalf("recv on C: %v\n%s", r.Err, r.Stderr)
 	}
 	files, err := os.ReadDir(out)
 	if err != nil || len(files) != 1 {
@@ -398,22 +219,23 @@ func TestE2EInboundObjectThroughMule(t *testing.T) {
 // the reason; once the server starts, the queue drains by itself, one
 // object per bundle.
 func TestE2EServerDownAtStart(t *testing.T) {
-	bin := buildMulegate(t)
+	bin := nodetest.BuildForTest(t)
 	srv := s3test.NewServer(t)
 	srv.Start()
 	srv.CreateBucket(bucket)
 	srv.Kill()
-	g := newE2ENode(t, bin, "cloud", s3NodeConfig(srv, false))
-	g.start(t)
+	g := nodetest.New(t, bin, "cloud", s3NodeConfig(srv, false))
+	g.Start(t)
 	const count = 50
 	for i := range count {
 		send(t, g, fmt.Sprintf("dtn://cloud/files/r%d", i), randomBytes(uint64(i), 1000+i))
 	}
 
 	eventually(t, 20*time.Second, "`mulegate adapters list` shows the adapter unreachable with the bundles queued", func() error {
-		out, stderr, err := g.mg(t.Context(), "adapters", "list", "--json")
-		if err != nil {
-			return fmt.Errorf("mulegate adapters list: %v\n%s", err, stderr)
+		r := g.CLI(t.Context(), nil, "adapters", "list", "--json")
+		out := r.Stdout
+		if r.Err != nil {
+			return fmt.Errorf("mulegate adapters list: %v\n%s", r.Err, r.Stderr)
 		}
 		var list []struct {
 			Name      string `json:"name"`
@@ -435,13 +257,13 @@ func TestE2EServerDownAtStart(t *testing.T) {
 		}
 		return nil
 	})
-	if out, _, err := g.mg(t.Context(), "adapters", "list"); err != nil || !regexp.MustCompile(`(?m)^objects\s.*\sunreachable\s`).Match(out) {
-		t.Errorf("mulegate adapters list (%v):\n%s", err, out)
+	if r := g.CLI(t.Context(), nil, "adapters", "list"); r.Err != nil || !regexp.MustCompile(`(?m)^objects\s.*\sunreachable\s`).Match(r.Stdout) {
+		t.Errorf("mulegate adapters list (%v):\n%s", r.Err, r.Stdout)
 	}
 
 	srv.Start()
 	eventually(t, time.Minute, "the queue drained by itself", func() error {
-		if q := g.queued(t); q != 0 {
+		if q := g.Queued(t); q != 0 {
 			return fmt.Errorf("%d still queued", q)
 		}
 		return nil

@@ -1,7 +1,8 @@
 // Package s3test starts the S3 server the s3 adapter's tests talk to: a
-// versitygw process (the binary scripts/test-servers installs) serving a
-// temporary directory over loopback, on a fixed port and directory, so
-// that a test can kill the server and start it again.
+// versitygw process (the binary scripts/test-servers installs, run by
+// servertest) serving a temporary directory over loopback, on a fixed
+// port and directory, so that a test can kill the server and start it
+// again.
 package s3test
 
 import (
@@ -9,10 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/mulegate/mulegate/internal/servertest"
 )
 
 // The root credentials every test server takes.
@@ -29,49 +28,22 @@ const (
 	Region    = "us-east-1"
 )
 
-// FreePort returns a loopback TCP port nobody listens on right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Server is a versitygw process serving a directory (each subdirectory a
 // bucket) on loopback.
 type Server struct {
-	t    testing.TB
-	port int
-	dir  string
-	logf string
-	cmd  *exec.Cmd
-	done chan struct{}
+	*servertest.Process // Dir, PID, Kill
+	t                   testing.TB
+	port                int
 }
 
 // NewServer prepares a versitygw on a free port with a temporary
 // directory; Start runs it. The test's cleanup kills it, and shows its
-// log if the test failed.
+// log if the test failed. Without versitygw, it skips the test, or fails
+// it under `make test`.
 func NewServer(t testing.TB) *Server {
 	t.Helper()
-	Binary(t) // skip or fail now if there is none
-	tmp := t.TempDir()
-	s := &Server{t: t, port: FreePort(t), dir: filepath.Join(tmp, "data"), logf: filepath.Join(tmp, "versitygw.log")}
-	if err := os.Mkdir(s.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Kill()
-		if t.Failed() {
-			if data, err := os.ReadFile(s.logf); err == nil && len(data) > 0 {
-				lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-				t.Logf("last lines of the versitygw log:\n%s", strings.Join(lines[max(0, len(lines)-20):], "\n"))
-			}
-		}
-	})
-	return s
+	servertest.BinaryOrSkip(t, "versitygw")
+	return &Server{Process: servertest.NewProcess(t, "versitygw"), t: t, port: servertest.FreePort(t)}
 }
 
 // StartServer starts a fresh server with one bucket.
@@ -86,63 +58,19 @@ func StartServer(t testing.TB, bucket string) *Server {
 // URL is the server's endpoint.
 func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port) }
 
-// Dir is the directory the server keeps its buckets in.
-func (s *Server) Dir() string { return s.dir }
-
-// PID is the running server's process ID, 0 when it is not running.
-func (s *Server) PID() int {
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
-
-// Start runs versitygw and waits until it answers.
+// Start runs versitygw and waits until it answers. Kill stops it
+// abruptly, as a crash would; Start starts it again on the same port and
+// directory.
 func (s *Server) Start() {
 	s.t.Helper()
-	logf, err := os.OpenFile(s.logf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(Binary(s.t), "--access", AccessKey, "--secret", SecretKey, "--region", Region,
-		"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--quiet", "posix", s.dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(s.done)
 	client := s.Client()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	s.Run(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-s.done:
-			data, _ := os.ReadFile(s.logf)
-			s.t.Fatalf("versitygw exited at start: %v\n%s", cmd.ProcessState, data)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("versitygw on port %d not ready: %v", s.port, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Kill stops the server abruptly, as a crash would; Start starts it again
-// on the same port and directory.
-func (s *Server) Kill() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		s.cmd = nil
-	}
+		return err
+	}, "--access", AccessKey, "--secret", SecretKey, "--region", Region,
+		"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--quiet", "posix", s.Dir())
 }
 
 // Client is a plain SDK client for the server, for a test to look at the
@@ -245,62 +173,4 @@ func (s *Server) Uploads(bucket string) []string {
 		ids = append(ids, aws.ToString(u.Key)+" "+aws.ToString(u.UploadId))
 	}
 	return ids
-}
-
-// Binary finds versitygw in $MULEGATE_TOOLS_BIN, on $PATH, or in the
-// module's .cache/bin, where scripts/test-servers installs it. Missing,
-// it fails the test when MULEGATE_TOOLS_BIN is set (as `make test` sets
-// it, after installing the servers), and skips it otherwise.
-func Binary(t testing.TB) string {
-	t.Helper()
-	const name = "versitygw"
-	tools := os.Getenv("MULEGATE_TOOLS_BIN")
-	if tools != "" {
-		if p := filepath.Join(tools, name); isExecutable(p) {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	wd, _ := os.Getwd()
-	for d := wd; ; d = filepath.Dir(d) {
-		if p := filepath.Join(d, ".cache", "bin", name); isExecutable(p) {
-			return p
-		}
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil || filepath.Dir(d) == d {
-			break
-		}
-	}
-	const msg = "versitygw not found in $MULEGATE_TOOLS_BIN, $PATH or .cache/bin: run ./scripts/test-servers (or make test-servers)"
-	if tools != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
-}
-
-// ErrNotYet is what a condition returns when it has nothing better to say.
-var ErrNotYet = errors.New("not yet")
-
-// Eventually polls cond until it returns nil, and fails the test with
-// cond's last error if that takes longer than within.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %v: %v", what, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -1,60 +1,43 @@
 // Package mailpittest starts the mailpit processes the smtp adapter's tests
-// deliver to, from the binary scripts/test-servers installs, on loopback
-// ports in a temporary directory, and reads the mail back through
-// mailpit's HTTP API.
+// deliver to, from the binary scripts/test-servers installs (run by
+// servertest), on loopback ports in a temporary directory, and reads the
+// mail back through mailpit's HTTP API.
 package mailpittest
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/mail"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-)
 
-// FreePort returns a loopback TCP port nobody listens on right now.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"github.com/mulegate/mulegate/internal/servertest"
+)
 
 // Server is a mailpit process.
 type Server struct {
+	*servertest.Process // PID, Kill
 	// Args are extra command-line arguments; change them before Start.
 	Args []string
 	t    testing.TB
 	smtp int
 	http int
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *bytes.Buffer
 }
 
 // New prepares mailpit on free ports with a temporary database; Start
 // runs it. The test's cleanup kills it.
 func New(t testing.TB, args ...string) *Server {
 	t.Helper()
-	s := &Server{Args: args, t: t, smtp: FreePort(t), http: FreePort(t), dir: t.TempDir()}
-	t.Cleanup(s.Kill)
-	return s
+	return &Server{Process: servertest.NewProcess(t, "mailpit"), Args: args, t: t, smtp: servertest.FreePort(t), http: servertest.FreePort(t)}
 }
 
 // Start starts a fresh mailpit with the given extra arguments.
@@ -70,51 +53,21 @@ func (s *Server) SMTPAddr() string { return "127.0.0.1:" + strconv.Itoa(s.smtp) 
 // APIURL is the HTTP API's base URL.
 func (s *Server) APIURL() string { return "http://127.0.0.1:" + strconv.Itoa(s.http) }
 
-// PID is the running server's process ID, 0 when it is not running.
-func (s *Server) PID() int {
-	if s.cmd == nil {
-		return 0
-	}
-	return s.cmd.Process.Pid
-}
-
 // Start runs mailpit and waits until both its SMTP port and its API
-// answer.
+// answer. Kill stops it abruptly; Start starts it again on the same ports
+// and database.
 func (s *Server) Start() {
 	s.t.Helper()
 	args := append([]string{
 		"--smtp", s.SMTPAddr(), "--listen", "127.0.0.1:" + strconv.Itoa(s.http),
-		"--database", filepath.Join(s.dir, "mail.db"),
+		"--database", filepath.Join(s.Dir(), "mail.db"),
 		"--smtp-auth-accept-any", "--disable-version-check", "--max", "0",
 	}, s.Args...)
 	if !slices.ContainsFunc(s.Args, func(a string) bool { return strings.HasPrefix(a, "--smtp-require-") }) {
 		// mailpit refuses it beside the TLS requirements.
 		args = append(args, "--smtp-auth-allow-insecure")
 	}
-	cmd := exec.Command(Binary(s.t), args...)
-	s.out = &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	if err := cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(s.done)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := s.ready()
-		if err == nil {
-			return
-		}
-		select {
-		case <-s.done:
-			s.t.Fatalf("mailpit exited at start: %v\n%s", cmd.ProcessState, s.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("mailpit on ports %d/%d not ready: %v\n%s", s.smtp, s.http, err, s.out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.Run(s.ready, args...)
 }
 
 func (s *Server) ready() error {
@@ -132,47 +85,6 @@ func (s *Server) ready() error {
 		return fmt.Errorf("API: %s", resp.Status)
 	}
 	return nil
-}
-
-// Kill stops mailpit abruptly; Start starts it again on the same ports
-// and database.
-func (s *Server) Kill() {
-	if s.cmd != nil {
-		_ = s.cmd.Process.Kill()
-		<-s.done
-		s.cmd = nil
-	}
-}
-
-// Binary finds mailpit in $MULEGATE_TOOLS_BIN, on $PATH, or in the
-// module's .cache/bin, where scripts/test-servers installs it. With
-// MULEGATE_TOOLS_BIN set (make test), a missing binary fails the test.
-func Binary(t testing.TB) string {
-	t.Helper()
-	if dir := os.Getenv("MULEGATE_TOOLS_BIN"); dir != "" {
-		if p := filepath.Join(dir, "mailpit"); isExecutable(p) {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("mailpit"); err == nil {
-		return p
-	}
-	wd, _ := os.Getwd()
-	for d := wd; ; d = filepath.Dir(d) {
-		if p := filepath.Join(d, ".cache", "bin", "mailpit"); isExecutable(p) {
-			return p
-		}
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil || filepath.Dir(d) == d {
-			break
-		}
-	}
-	t.Fatal("mailpit not found in $MULEGATE_TOOLS_BIN, $PATH or .cache/bin: run ./scripts/test-servers (or make test-servers)")
-	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
 // Summary is a message as mailpit lists it.
@@ -278,25 +190,5 @@ func (s *Server) getJSON(t testing.TB, path string, v any) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", path, err)
-	}
-}
-
-// ErrNotYet is what a condition returns when it has nothing better to say.
-var ErrNotYet = errors.New("not yet")
-
-// Eventually polls cond until it returns nil, and fails the test with
-// cond's last error if that takes longer than within.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not true after %v: %v", what, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
