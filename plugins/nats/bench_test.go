@@ -43,7 +43,8 @@ func benchMeta(run int64, i int, size int) plugins.Meta {
 
 // BenchmarkDeliver1KiB compares bundles/s through the adapter, across the
 // plugin boundary with max_in_flight (64) deliveries in flight, against
-// plain nats.go JetStream publishing with the same concurrency (64
+// a plain nats.go JetStream publish loop (one goroutine publishing
+// synchronously), and against nats.go with the same concurrency (64
 // goroutines publishing synchronously, and async publishing with a window
 // of 64), to the same nats-server process, with 1 KiB payloads and the
 // same headers. For reference it also runs the adapter in process, and a
@@ -101,6 +102,18 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 	}
 	b.Run("adapter", deliver(ad))
 
+	// The plain publish loop: one goroutine, one synchronous publish after
+	// another, as a program without the node would publish its logs.
+	b.Run("natsgo-loop", func(b *testing.B) {
+		fresh(b)
+		seq := benchRun.Add(1)
+		b.SetBytes(size)
+		rates[b.Name()] = benchtest.Procs{"node": self, "server": server}.Run(b, 1, "bundles/s", func(i int) error {
+			m := benchMeta(seq, i, size)
+			_, err := js.PublishMsg(b.Context(), &natsgo.Msg{Subject: m.Options["subject"], Header: nats.OutboundHeaders(m), Data: payload})
+			return err
+		})
+	})
 	b.Run("natsgo-sync", func(b *testing.B) {
 		fresh(b)
 		seq := benchRun.Add(1)
@@ -167,10 +180,10 @@ func BenchmarkDeliver1KiB(b *testing.B) {
 		})
 	})
 
-	a, s, as := rates[b.Name()+"/adapter"], rates[b.Name()+"/natsgo-sync"], rates[b.Name()+"/natsgo-async"]
-	if a > 0 && s > 0 && as > 0 {
-		b.Logf("adapter %.0f bundles/s = %.0f%% of nats.go with %d goroutines (%.0f/s), %.0f%% of nats.go async with a window of %d (%.0f/s); in process %.0f/s; the boundary alone (null adapter) %.0f/s",
-			a, 100*a/s, benchConcurrency, s, 100*a/as, benchConcurrency, as,
+	a, l, s, as := rates[b.Name()+"/adapter"], rates[b.Name()+"/natsgo-loop"], rates[b.Name()+"/natsgo-sync"], rates[b.Name()+"/natsgo-async"]
+	if a > 0 && l > 0 && s > 0 && as > 0 {
+		b.Logf("adapter %.0f bundles/s = %.0f%% of a plain nats.go publish loop (%.0f/s), %.0f%% of nats.go with %d goroutines (%.0f/s), %.0f%% of nats.go async with a window of %d (%.0f/s); in process %.0f/s; the boundary alone (null adapter) %.0f/s",
+			a, 100*a/l, l, 100*a/s, benchConcurrency, s, 100*a/as, benchConcurrency, as,
 			rates[b.Name()+"/adapter-in-process"], rates[b.Name()+"/null-adapter"])
 	}
 }

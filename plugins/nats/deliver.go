@@ -117,9 +117,9 @@ func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Rea
 	// Small enough for one message: buffer it, so that it can still go to
 	// the object store if the stream's own size limit refuses it.
 	data := make([]byte, meta.PayloadLength)
-	_, err = io.ReadFull(&exactReader{r: payload, left: meta.PayloadLength}, data)
+	_, err = io.ReadFull(sdk.ExactPayload(payload, meta.PayloadLength), data)
 	if err == nil && meta.PayloadLength == 0 {
-		err = checkEnd(payload)
+		err = sdk.CheckPayloadEnd(payload)
 	}
 	if err != nil {
 		return plugins.RetryLater(0, "the payload did not arrive whole: "+err.Error())
@@ -227,7 +227,7 @@ func (st *state) deliverObject(ctx context.Context, subject string, hdr nats.Hea
 				objHdr[k] = v
 			}
 		}
-		r := &exactReader{r: payload, left: meta.PayloadLength}
+		r := sdk.ExactPayload(payload, meta.PayloadLength)
 		info, err = obs.Put(ctx, jetstream.ObjectMeta{
 			Name:        name,
 			Description: "payload of bundle " + meta.BundleID,
@@ -236,8 +236,8 @@ func (st *state) deliverObject(ctx context.Context, subject string, hdr nats.Hea
 			Opts:        &jetstream.ObjectMetaOptions{ChunkSize: chunkSize(st.nc.MaxPayload())},
 		}, fullReader{r})
 		switch {
-		case r.err != nil:
-			return plugins.RetryLater(0, "the payload did not arrive whole: "+r.err.Error())
+		case r.Err() != nil:
+			return plugins.RetryLater(0, "the payload did not arrive whole: "+r.Err().Error())
 		case err != nil && ctx.Err() != nil:
 			return plugins.RetryLater(0, "delivery cancelled: "+ctx.Err().Error())
 		case err != nil:
@@ -298,61 +298,6 @@ func (st *state) storedObject(ctx context.Context, obs jetstream.ObjectStore, bu
 	}
 	st.log.Debug("payload already in the object store", zap.String("bundle", meta.BundleID))
 	return info, true
-}
-
-// exactReader yields exactly left bytes of r and then io.EOF. Fewer, more,
-// or a read error, and it fails, and remembers why in err, so that nothing
-// is committed from a payload that did not arrive whole. It checks that r
-// ends as soon as the last bytes are read, before handing them out, so
-// that a reader that verifies something at its end (the object store's
-// digest) gets to, and its verdict reaches a caller that stops reading at
-// the announced length.
-type exactReader struct {
-	r    io.Reader
-	left int64
-	err  error
-}
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	if e.left == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	switch {
-	case e.left > 0 && errors.Is(err, io.EOF):
-		e.err = fmt.Errorf("the payload ended %d bytes short: %w", e.left, io.ErrUnexpectedEOF)
-	case err != nil && !errors.Is(err, io.EOF):
-		e.err = err
-	case e.left == 0 && err == nil:
-		if e.err = checkEnd(e.r); e.err != nil {
-			return 0, e.err
-		}
-	}
-	return n, e.err
-}
-
-// checkEnd reads once more from a reader that should be at its end.
-func checkEnd(r io.Reader) error {
-	var one [1]byte
-	for range 100 {
-		n, err := r.Read(one[:])
-		switch {
-		case n > 0:
-			return errors.New("the payload is longer than its announced length")
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return err
-		}
-	}
-	return io.ErrNoProgress
 }
 
 // fullReader fills each buffer it is given, so that the object store

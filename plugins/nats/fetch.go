@@ -300,7 +300,7 @@ func (st *state) inboundPayload(ctx context.Context, msg jetstream.Msg) (io.Read
 		_ = res.Close()
 		return nil, 0, nil, err
 	}
-	r := &exactReader{r: res, left: int64(info.Size)}
+	r := sdk.ExactPayload(res, int64(info.Size))
 	return r, int64(info.Size), func() { _ = res.Close() }, nil
 }
 

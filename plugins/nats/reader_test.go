@@ -7,69 +7,13 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
-
-// endCheckReader is a source that fails at its end, as the object store's
-// reader does when the digest does not match.
-type endCheckReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e endCheckReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if errors.Is(err, io.EOF) {
-		return n, e.err
-	}
-	return n, err
-}
-
-func TestExactReader(t *testing.T) {
-	bad := errors.New("digest mismatch")
-	tests := []struct {
-		name    string
-		src     io.Reader
-		length  int64
-		wantErr string // "" for success
-	}{
-		{"exact", strings.NewReader("hello"), 5, ""},
-		{"exact, one byte at a time", iotest.OneByteReader(strings.NewReader("hello")), 5, ""},
-		{"exact, data and EOF together", iotest.DataErrReader(strings.NewReader("hello")), 5, ""},
-		{"empty", strings.NewReader(""), 0, ""},
-		{"short", strings.NewReader("hell"), 5, "short"},
-		{"long", strings.NewReader("hello!"), 5, "longer"},
-		{"read error", io.MultiReader(strings.NewReader("he"), iotest.ErrReader(errors.New("boom"))), 5, "boom"},
-		{"fails at its end", endCheckReader{strings.NewReader("hello"), bad}, 5, "digest mismatch"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			// The way the plugin boundary reads a payload: exactly the
-			// announced length, never asking for more.
-			r := &exactReader{r: tc.src, left: tc.length}
-			buf := make([]byte, tc.length)
-			_, err := io.ReadFull(r, buf)
-			if err == nil && tc.length == 0 {
-				err = checkEnd(tc.src)
-			}
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("ReadFull: %v", err)
-				}
-				if n, err := r.Read(make([]byte, 1)); n != 0 || err != io.EOF {
-					t.Errorf("after the end: %d, %v; want 0, EOF", n, err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("ReadFull = %v, want an error with %q", err, tc.wantErr)
-			}
-		})
-	}
-}
 
 func TestFullReader(t *testing.T) {
 	src := iotest.HalfReader(bytes.NewReader(bytes.Repeat([]byte("x"), 10)))
-	f := fullReader{&exactReader{r: src, left: 10}}
+	f := fullReader{sdk.ExactPayload(src, 10)}
 	buf := make([]byte, 4)
 	var sizes []int
 	for {
@@ -87,7 +31,7 @@ func TestFullReader(t *testing.T) {
 	if len(sizes) != 3 || sizes[0] != 4 || sizes[1] != 4 || sizes[2] != 2 {
 		t.Errorf("chunks %v, want [4 4 2]", sizes)
 	}
-	short := fullReader{&exactReader{r: strings.NewReader("abc"), left: 10}}
+	short := fullReader{sdk.ExactPayload(strings.NewReader("abc"), 10)}
 	if _, err := io.ReadAll(short); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("short source: %v, want ErrUnexpectedEOF", err)
 	}

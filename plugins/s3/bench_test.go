@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/internal/benchtest"
 	"github.com/mulegate/mulegate/plugins/s3"
 	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
 	"github.com/mulegate/mulegate/plugins/sdk"
@@ -26,62 +25,11 @@ import (
 // benchRun numbers the runs apart, so that each writes keys of its own.
 var benchRun atomic.Int64
 
-// cpuTime is the CPU time (user and system) process pid has used, from
-// /proc in 10 ms ticks.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond
-}
-
-// procs are the processes whose CPU time a benchmark reports per object.
-type procs map[string]int
-
-// run does work(i) for i in [0, b.N) on inFlight goroutines, and reports
-// objects/s, MiB/s, and each process's CPU time per object.
-func (ps procs) run(b *testing.B, size, inFlight int, work func(i int) error) float64 {
+// runBench does work(i) for i in [0, b.N) on inFlight goroutines, and
+// reports objects/s, MiB/s, and what each process spent per object.
+func runBench(b *testing.B, ps benchtest.Procs, size, inFlight int, work func(i int) error) float64 {
 	b.SetBytes(int64(size))
-	before := map[string]time.Duration{}
-	for name, pid := range ps {
-		before[name] = cpuTime(pid)
-	}
-	var next atomic.Int64
-	var failed atomic.Pointer[error]
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range inFlight {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= b.N || failed.Load() != nil {
-					return
-				}
-				if err := work(i); err != nil {
-					failed.Store(&err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	rate := float64(b.N) / elapsed.Seconds()
-	b.ReportMetric(rate, "objects/s")
-	for name, pid := range ps {
-		b.ReportMetric(float64((cpuTime(pid)-before[name]).Microseconds())/float64(b.N), name+"-cpu-µs/op")
-	}
-	return rate
+	return ps.Run(b, inFlight, "objects/s", work)
 }
 
 // sdkClient is a plain SDK client for srv, tuned as the adapter tunes its
@@ -127,9 +75,9 @@ func BenchmarkPutObject(b *testing.B) {
 			m.Options = map[string]string{"key": fmt.Sprintf("bench/%d/%s", run, sdk.BundleKey(m.BundleID))}
 			return m
 		}
-		deliver := func(b *testing.B, ad plugins.Adapter, ps procs) {
+		deliver := func(b *testing.B, ad plugins.Adapter, ps benchtest.Procs) {
 			run := benchRun.Add(1)
-			rates[b.Name()] = ps.run(b, c.size, c.inFlight, func(i int) error {
+			rates[b.Name()] = runBench(b, ps, c.size, c.inFlight, func(i int) error {
 				if res := ad.Deliver(b.Context(), meta(run, i), bytes.NewReader(payload)); res.Status != plugins.OK {
 					return fmt.Errorf("object %d: %v", i, res)
 				}
@@ -140,7 +88,7 @@ func BenchmarkPutObject(b *testing.B) {
 			srv := startServer(b, bucket)
 			direct := sdkClient(srv)
 			run := benchRun.Add(1)
-			rates[b.Name()] = procs{"node": os.Getpid(), "server": srv.PID()}.run(b, c.size, c.inFlight, func(i int) error {
+			rates[b.Name()] = runBench(b, benchtest.Procs{"node": os.Getpid(), "server": srv.PID()}, c.size, c.inFlight, func(i int) error {
 				mt := meta(run, i)
 				_, err := direct.PutObject(b.Context(), &awss3.PutObjectInput{
 					Bucket: aws.String(bucket), Key: aws.String(mt.Options["key"]), Body: bytes.NewReader(payload),
@@ -157,11 +105,11 @@ func BenchmarkPutObject(b *testing.B) {
 		b.Run(c.name+"/adapter", func(b *testing.B) {
 			srv := startServer(b, bucket)
 			m, ad := startAdapter(b, serverConfig(srv, nil))
-			deliver(b, ad, procs{"node": os.Getpid(), "adapter": adapterPID(m), "server": srv.PID()})
+			deliver(b, ad, benchtest.Procs{"node": os.Getpid(), "adapter": adapterPID(m), "server": srv.PID()})
 		})
 		b.Run(c.name+"/adapter-in-process", func(b *testing.B) {
 			srv := startServer(b, bucket)
-			deliver(b, inProcess(b, serverConfig(srv, nil)), procs{"node": os.Getpid(), "server": srv.PID()})
+			deliver(b, inProcess(b, serverConfig(srv, nil)), benchtest.Procs{"node": os.Getpid(), "server": srv.PID()})
 		})
 
 		prefix := b.Name() + "/" + c.name + "/"

@@ -95,7 +95,7 @@ func (st *state) putSingle(ctx context.Context, o object, meta plugins.Meta, pay
 	if err := readPart(payload, buf, 0, n); err != nil {
 		return plugins.RetryLater(0, "the payload did not arrive whole: "+err.Error())
 	}
-	if err := checkEnd(payload); err != nil {
+	if err := sdk.CheckPayloadEnd(payload); err != nil {
 		return plugins.RetryLater(0, "the payload did not arrive whole: "+err.Error())
 	}
 	in := &s3.PutObjectInput{
@@ -197,6 +197,19 @@ type part struct {
 func (st *state) uploadParts(ctx context.Context, key, uploadID string, partSize, size int64, payload io.Reader) ([]types.CompletedPart, plugins.Result) {
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A part whose request is under way when the delivery fails or is
+	// cancelled is let finish, for up to cleanupTimeout more, and only
+	// then is the upload aborted: S3 may still store a part whose request
+	// was cut off (the server goes on writing it), and a part stored
+	// after the abort brings the upload back, holding its storage out of
+	// sight. (versitygw did, in one run out of two.)
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer pcancel()
+	stopGrace := context.AfterFunc(uctx, func() {
+		grace := time.AfterFunc(cleanupTimeout, pcancel)
+		context.AfterFunc(pctx, func() { grace.Stop() })
+	})
+	defer stopGrace()
 	var (
 		mu   sync.Mutex
 		fail *plugins.Result
@@ -223,7 +236,7 @@ func (st *state) uploadParts(ctx context.Context, key, uploadID string, partSize
 		wg.Go(func() {
 			for p := range jobs {
 				if uctx.Err() == nil {
-					cp, err := st.uploadPart(uctx, key, uploadID, p)
+					cp, err := st.uploadPart(pctx, key, uploadID, p)
 					if err != nil {
 						setFail(st.failed(ctx, fmt.Sprintf("UploadPart %d", p.num), key, err))
 					} else {
@@ -265,7 +278,7 @@ func (st *state) uploadParts(ctx context.Context, key, uploadID string, partSize
 		return nil, plugins.RetryLater(0, "delivery cancelled: "+ctx.Err().Error())
 	}
 	if fail == nil {
-		if err := checkEnd(payload); err != nil {
+		if err := sdk.CheckPayloadEnd(payload); err != nil {
 			return nil, plugins.RetryLater(0, "the payload did not arrive whole: "+err.Error())
 		}
 	}
@@ -377,21 +390,4 @@ func readPart(r io.Reader, buf []byte, off, size int64) error {
 		return fmt.Errorf("it ended after %d of %d bytes: %w", off+int64(k), size, io.ErrUnexpectedEOF)
 	}
 	return err
-}
-
-// checkEnd reads once more from a payload that should be at its end.
-func checkEnd(r io.Reader) error {
-	var one [1]byte
-	for range 100 {
-		n, err := r.Read(one[:])
-		switch {
-		case n > 0:
-			return errors.New("it is longer than its announced length")
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return err
-		}
-	}
-	return io.ErrNoProgress
 }

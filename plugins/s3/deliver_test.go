@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +19,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/mulegate/mulegate/bundle"
+	"github.com/mulegate/mulegate/internal/heapwatch"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/s3"
 	"github.com/mulegate/mulegate/plugins/s3/internal/s3test"
@@ -159,33 +158,6 @@ func TestDeliverThroughPlugin(t *testing.T) {
 	check("redelivery")
 }
 
-// heapPeak samples the live heap every millisecond while it runs, and
-// returns the most it saw above what it was at the start.
-func heapPeak(stop <-chan struct{}) <-chan uint64 {
-	out := make(chan uint64, 1)
-	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	read := func() uint64 { metrics.Read(s); return s[0].Value.Uint64() }
-	runtime.GC()
-	base := read()
-	go func() {
-		var peak uint64
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
-		for {
-			if v := read(); v > base && v-base > peak {
-				peak = v - base
-			}
-			select {
-			case <-stop:
-				out <- peak
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return out
-}
-
 // vmHWM is a process's peak resident set size.
 func vmHWM(t testing.TB, pid int) int64 {
 	t.Helper()
@@ -281,11 +253,9 @@ func TestMultipartHeapBounded(t *testing.T) {
 	const size = 100 << 20
 	meta, _ := testBundle(2, 0)
 	meta.PayloadLength = size
-	stop := make(chan struct{})
-	peak := heapPeak(stop)
+	w := heapwatch.Start()
 	res := ad.Deliver(t.Context(), meta, newPatternReader(2, size))
-	close(stop)
-	p := <-peak
+	_, p := w.Stop()
 	if res.Status != plugins.OK {
 		t.Fatal(res)
 	}

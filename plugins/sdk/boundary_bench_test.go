@@ -9,9 +9,6 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +20,7 @@ import (
 
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/host"
+	"github.com/mulegate/mulegate/plugins/internal/benchtest"
 	adapterpb "github.com/mulegate/mulegate/plugins/proto"
 	"github.com/mulegate/mulegate/plugins/sdk"
 )
@@ -164,94 +162,26 @@ func startNull(b *testing.B, builtin string) (plugins.Adapter, int) {
 func deliverAll(b *testing.B, ad plugins.Adapter, pid, size, conc int) float64 {
 	payload := bytes.Repeat([]byte("mulegate"), size/8)
 	b.SetBytes(int64(size))
-	var next atomic.Int64
-	var failed atomic.Pointer[plugins.Result]
-	var wg sync.WaitGroup
-	self := os.Getpid()
-	node0, adapter0 := cpuTime(self), cpuTime(pid)
-	nodeR0, nodeW0 := syscalls(self)
-	adapterR0, adapterW0 := syscalls(pid)
-	b.ResetTimer()
-	start := time.Now()
-	for range conc {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= b.N || failed.Load() != nil {
-					return
-				}
-				meta := plugins.Meta{
-					BundleID:      "dtn://mule1/app|800000000000." + strconv.Itoa(i),
-					Source:        "dtn://mule1/app",
-					Destination:   "dtn://cloud/logs/app",
-					CreationTime:  800000000000,
-					Sequence:      uint64(i),
-					Lifetime:      time.Hour,
-					PayloadLength: int64(size),
-					Route:         "logs",
-					Options:       map[string]string{"subject": "logs.mule1.app"},
-				}
-				if res := ad.Deliver(b.Context(), meta, bytes.NewReader(payload)); res.Status != plugins.OK {
-					failed.Store(&res)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if res := failed.Load(); res != nil {
-		b.Fatal(*res)
-	}
-	rate := float64(b.N) / elapsed.Seconds()
-	b.ReportMetric(rate, "bundles/s")
-	b.ReportMetric(float64((cpuTime(self)-node0).Microseconds())/float64(b.N), "node-cpu-µs/op")
-	b.ReportMetric(float64((cpuTime(pid)-adapter0).Microseconds())/float64(b.N), "adapter-cpu-µs/op")
-	// System calls per bundle: fewer than one means batching.
-	nodeR, nodeW := syscalls(self)
-	adapterR, adapterW := syscalls(pid)
-	b.ReportMetric(float64(nodeR-nodeR0)/float64(b.N), "node-reads/op")
-	b.ReportMetric(float64(nodeW-nodeW0)/float64(b.N), "node-writes/op")
-	b.ReportMetric(float64(adapterR-adapterR0)/float64(b.N), "adapter-reads/op")
-	b.ReportMetric(float64(adapterW-adapterW0)/float64(b.N), "adapter-writes/op")
-	return rate
-}
-
-// cpuTime is the CPU time (user and system) process pid has used, with the
-// kernel's clock-tick resolution (10 ms).
-func cpuTime(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond
-}
-
-// syscalls is the number of read and write system calls process pid has
-// made (all kinds: sockets, files, pipes), from /proc/PID/io.
-func syscalls(pid int) (reads, writes int64) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for line := range strings.Lines(string(raw)) {
-		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
-		n, _ := strconv.ParseInt(v, 10, 64)
-		switch k {
-		case "syscr":
-			reads = n
-		case "syscw":
-			writes = n
+	// System calls per bundle are reported too: fewer than one means
+	// batching.
+	ps := benchtest.Procs{"node": os.Getpid(), "adapter": pid}
+	return ps.Run(b, conc, "bundles/s", func(i int) error {
+		meta := plugins.Meta{
+			BundleID:      "dtn://mule1/app|800000000000." + strconv.Itoa(i),
+			Source:        "dtn://mule1/app",
+			Destination:   "dtn://cloud/logs/app",
+			CreationTime:  800000000000,
+			Sequence:      uint64(i),
+			Lifetime:      time.Hour,
+			PayloadLength: int64(size),
+			Route:         "logs",
+			Options:       map[string]string{"subject": "logs.mule1.app"},
 		}
-	}
-	return reads, writes
+		if res := ad.Deliver(b.Context(), meta, bytes.NewReader(payload)); res.Status != plugins.OK {
+			return fmt.Errorf("bundle %d: %v", i, res)
+		}
+		return nil
+	})
 }
 
 func sizeName(n int) string {

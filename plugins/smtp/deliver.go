@@ -31,7 +31,7 @@ func (a *Adapter) Deliver(ctx context.Context, meta plugins.Meta, payload io.Rea
 		return plugins.Rejected(err.Error())
 	}
 	br := st.readers.Get().(*bufio.Reader)
-	br.Reset(&exactReader{r: payload, left: meta.PayloadLength})
+	br.Reset(sdk.ExactPayload(payload, meta.PayloadLength))
 	defer func() {
 		br.Reset(nil)
 		st.readers.Put(br)

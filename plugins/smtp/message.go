@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mulegate/mulegate/plugins"
+	"github.com/mulegate/mulegate/plugins/sdk"
 )
 
 // Headers the adapter writes on every message it sends. Ones of these
@@ -572,7 +573,7 @@ func Compose(w io.Writer, meta plugins.Meta, payload io.Reader, cfg Config, opti
 	if err != nil {
 		return Envelope{}, err
 	}
-	br := bufio.NewReaderSize(&exactReader{r: payload, left: meta.PayloadLength}, s.maxHeaderBytes)
+	br := bufio.NewReaderSize(sdk.ExactPayload(payload, meta.PayloadLength), s.maxHeaderBytes)
 	p, err := prepare(br, meta, s)
 	if err != nil {
 		return Envelope{}, err
@@ -631,45 +632,4 @@ func composeConfigFor(cfg *Config, options map[string]string, meta plugins.Meta)
 		}
 	}
 	return c, nil
-}
-
-// exactReader yields exactly left bytes of r and then io.EOF; a payload
-// that ends early or goes on is an error, so that nothing incomplete is
-// ever committed.
-type exactReader struct {
-	r    io.Reader
-	left int64
-}
-
-var errPayloadTooLong = errors.New("the payload is longer than its announced length")
-
-func (e *exactReader) Read(p []byte) (int, error) {
-	if e.left <= 0 {
-		var one [1]byte
-		for range 3 {
-			n, err := e.r.Read(one[:])
-			if n > 0 {
-				return 0, errPayloadTooLong
-			}
-			if err != nil {
-				if errors.Is(err, io.EOF) {
-					return 0, io.EOF
-				}
-				return 0, err
-			}
-		}
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.left {
-		p = p[:e.left]
-	}
-	n, err := e.r.Read(p)
-	e.left -= int64(n)
-	if errors.Is(err, io.EOF) {
-		if e.left > 0 {
-			return n, fmt.Errorf("the payload ended %d bytes short: %w", e.left, io.ErrUnexpectedEOF)
-		}
-		err = nil
-	}
-	return n, err
 }
