@@ -226,8 +226,12 @@ func TestSimulation(t *testing.T) {
 	if results[1].overhead >= results[0].overhead {
 		t.Errorf("spray-and-wait sent %.2f copies per delivered bundle, not fewer than epidemic's %.2f", results[1].overhead, results[0].overhead)
 	}
-	if ring := results[3]; ring.withContacts == 0 || float64(ring.limited) < 0.1*float64(ring.withContacts) {
-		t.Errorf("ring selection left a contact out in %d of %d node-steps: the row does not test selection", ring.limited, ring.withContacts)
+	// How often selection bites depends on how many contacts are live at
+	// once, which a loaded machine lowers (28% of node-steps on an idle
+	// one, 10% under a parallel test run): that it bit at all is the
+	// check (TestRingSelectionReachesEveryNode shows it loses nothing).
+	if ring := results[3]; ring.limited == 0 {
+		t.Errorf("ring selection never left a contact out (%d node-steps with live contacts): the row does not test selection", ring.withContacts)
 	}
 }
 
