@@ -143,6 +143,11 @@ type Routing struct {
 	RetryMax        time.Duration `yaml:"retry_max"`
 }
 
+// DefaultMaxInFlight is an adapter's max_in_flight when its configuration
+// does not say: enough deliveries in flight to hide a cloud service's
+// round trip, few enough not to swamp a small one.
+const DefaultMaxInFlight = 16
+
 // Adapter is one delivery adapter. Exactly one of Builtin and Path is set.
 type Adapter struct {
 	Name string `yaml:"name"`
@@ -153,7 +158,8 @@ type Adapter struct {
 	SHA256 string `yaml:"sha256"`
 	// Config is the adapter's own block, validated by the adapter.
 	Config map[string]any `yaml:"config"`
-	// MaxInFlight bounds concurrent deliveries to this adapter.
+	// MaxInFlight bounds concurrent deliveries to this adapter. Unset (0)
+	// means DefaultMaxInFlight.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// Fetch turns on the inbound fetch loop.
 	Fetch bool `yaml:"fetch"`
@@ -408,8 +414,8 @@ func (c *Config) Validate() error {
 		case a.Path != "" && len(a.SHA256) != 64:
 			add(key+".sha256", "an external adapter must be pinned by its SHA-256 (64 hex characters; run sha256sum on it)")
 		}
-		if a.MaxInFlight <= 0 {
-			add(key+".max_in_flight", "must be positive")
+		if a.MaxInFlight < 0 {
+			add(key+".max_in_flight", "must be positive (leave it out for %d)", DefaultMaxInFlight)
 		}
 		if a.InboundLifetime < 0 {
 			add(key+".inbound_lifetime", "must not be negative (0 means 24h)")

@@ -2,11 +2,15 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestDefaultsAreValid(t *testing.T) {
@@ -70,6 +74,25 @@ peers:
 	}
 }
 
+// An adapter without max_in_flight gets the default; one that says keeps it.
+func TestAdapterMaxInFlightDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	yaml := "adapters:\n  - {name: a, builtin: dir}\n  - {name: b, builtin: dir, max_in_flight: 3}\nroutes: []\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, nil)
+	if err == nil {
+		err = c.Expanded().Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []int{c.Adapters[0].MaxInFlight, c.Adapters[1].MaxInFlight}; got[0] != DefaultMaxInFlight || got[1] != 3 {
+		t.Errorf("max_in_flight = %v, want [%d 3]", got, DefaultMaxInFlight)
+	}
+}
+
 // Every error names the key that is wrong.
 func TestErrorsNameTheKey(t *testing.T) {
 	tests := []struct {
@@ -96,6 +119,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"env names no key", "", []string{"MULEGATE_QUIC_LISEN=1"}, []string{"MULEGATE_QUIC_LISEN"}},
 		{"env bad duration", "", []string{"MULEGATE_QUIC_KEEPALIVE=soon"}, []string{"MULEGATE_QUIC_KEEPALIVE"}},
 		{"wrong type", "quic:\n  max_incoming_streams: many\n", nil, []string{"max_incoming_streams"}},
+		{"negative max_in_flight", "adapters:\n  - {name: a, builtin: dir, max_in_flight: -1}\nroutes: []\n", nil, []string{"adapters[0].max_in_flight"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,11 +175,21 @@ func FuzzLoad(f *testing.F) {
 	})
 }
 
-// The example configurations in deploy/ must stay valid.
+// The example configurations in deploy/ must stay valid: the files, the
+// compose stack's, and the one the Kubernetes ConfigMap carries.
 func TestDeployExamplesValidate(t *testing.T) {
 	files, _ := filepath.Glob("../deploy/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example configurations in deploy/")
+	}
+	files = append(files, "../deploy/compose/mulegate.yaml")
+	dir := t.TempDir()
+	for i, cfg := range configMapData(t, "../deploy/k8s/mulegate.yaml", "mulegate.yaml") {
+		p := filepath.Join(dir, fmt.Sprintf("k8s-configmap-%d.yaml", i))
+		if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
 	}
 	for _, f := range files {
 		c, err := Load(f, nil)
@@ -166,4 +200,35 @@ func TestDeployExamplesValidate(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
+}
+
+// configMapData returns the value of key in every ConfigMap of the
+// multi-document manifest at path, and fails the test if there is none.
+func configMapData(t *testing.T, path, key string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	dec := yaml.NewDecoder(f)
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if v, ok := doc.Data[key]; doc.Kind == "ConfigMap" && ok {
+			out = append(out, v)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("%s: no ConfigMap with %q", path, key)
+	}
+	return out
 }

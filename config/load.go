@@ -57,6 +57,11 @@ func (c *Config) resolve() {
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir()
 	}
+	for i := range c.Adapters {
+		if c.Adapters[i].MaxInFlight == 0 {
+			c.Adapters[i].MaxInFlight = DefaultMaxInFlight
+		}
+	}
 	if c.PluginDir == "" {
 		c.PluginDir = c.DataDir + "/plugins"
 	}

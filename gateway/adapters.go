@@ -114,9 +114,12 @@ func (n *Node) startAdapters(ctx context.Context) error {
 		if a.Config == nil {
 			raw = []byte("{}")
 		}
+		if a.MaxInFlight <= 0 { // a configuration built in code, not loaded
+			a.MaxInFlight = config.DefaultMaxInFlight
+		}
 		q := &adapterQueue{
 			n: n, cfg: a, dest: "adapter:" + a.Name, log: n.log.With(zap.String("adapter", a.Name)),
-			wake: make(chan struct{}, 1), sem: make(chan struct{}, max(a.MaxInFlight, 1)), inFlight: map[bundle.ID]bool{},
+			wake: make(chan struct{}, 1), sem: make(chan struct{}, a.MaxInFlight), inFlight: map[bundle.ID]bool{},
 			flush: true, refused: map[string]refusal{},
 		}
 		n.mu.Lock()

@@ -38,14 +38,11 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 
 // resolve returns the API address and the data directory.
 func (f *clientFlags) resolve() (addr, dataDir string, err error) {
-	var cfg *config.Config
-	if f.config != "" {
-		// The environment is not applied: it may hold variables for this
-		// client (MULEGATE_API) that are not configuration keys.
-		cfg, err = config.Load(f.config, nil)
-	} else {
-		cfg, err = config.Default()
-	}
+	// The file and the environment apply as they do to `mulegate run`, so
+	// that a client started beside its node (the same shell, the same
+	// container, MULEGATE_DATA_DIR set) finds it. (MULEGATE_API and
+	// MULEGATE_API_TOKEN are the client's own; the loader skips them.)
+	cfg, err := config.Load(f.config, os.Environ())
 	if err != nil {
 		return "", "", err
 	}

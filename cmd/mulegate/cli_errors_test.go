@@ -57,6 +57,17 @@ func TestCLIClientErrors(t *testing.T) {
 	if r.Err != nil || !strings.Contains(string(r.Stdout), `"node": "dtn://solo/"`) {
 		t.Errorf("status with MULEGATE_API and MULEGATE_API_TOKEN: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
 	}
+	// The node's own configuration variables find it too, as in a
+	// container whose image sets them for `mulegate run`.
+	r = runMulegate(t, ctx, nil, []string{"MULEGATE_DATA_DIR=" + n.Data, "MULEGATE_API_LISTEN=" + n.API}, "status", "--json")
+	if r.Err != nil || !strings.Contains(string(r.Stdout), `"node": "dtn://solo/"`) {
+		t.Errorf("status with MULEGATE_DATA_DIR and MULEGATE_API_LISTEN: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
+	}
+	// A variable that names no key is refused, as `mulegate run` refuses it.
+	r = runMulegate(t, ctx, nil, []string{"MULEGATE_DATA_DIRR=" + n.Data, "MULEGATE_API=" + n.API}, "status")
+	if r.Err == nil || !strings.Contains(string(r.Stderr), "MULEGATE_DATA_DIRR") {
+		t.Errorf("status with a misspelt variable: %v\n%s%s", r.Err, r.Stdout, r.Stderr)
+	}
 	// Nothing any refused send did was stored.
 	if list, err := n.Client(t).Bundles(ctx, api.BundleQuery{}); err != nil || len(list) != 0 {
 		t.Errorf("refused sends left %d bundles (%v)", len(list), err)
