@@ -60,6 +60,12 @@ func startInbound(st *state) (*inbound, error) {
 	s.MaxRecipients = in.MaxRecipients
 	s.ReadTimeout = time.Duration(in.ReadTimeout)
 	s.WriteTimeout = time.Duration(in.WriteTimeout)
+	// TLS is offered, never required before MAIL: a server that takes
+	// mail for its domains is an MX, which RFC 3207 forbids to require
+	// STARTTLS. The password is what needs it: go-smtp advertises AUTH
+	// only after STARTTLS and answers AUTH in the clear with 523 5.7.10,
+	// unless allow_insecure_auth says otherwise; with inbound.auth, MAIL
+	// before AUTH gets 530 (TestInboundStartTLS).
 	s.AllowInsecureAuth = in.AllowInsecureAuth
 	s.TLSConfig = cfg.inboundTLS
 	s.ErrorLog = zapPrintf{st.log}
