@@ -1,19 +1,12 @@
 package s3_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/mulegate/mulegate/internal/testpki"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/internal/adaptertest"
 	"github.com/mulegate/mulegate/plugins/s3"
@@ -82,7 +75,7 @@ func TestConfigErrors(t *testing.T) {
 			"limits": {"max_buffer": "1GiB", "part_concurrency": 4, "max_scan": 500},
 			"inbound": {"prefix": "to/", "rejected_prefix": "dead/", "default_destination": "ipn:5.1", "lifetime": "72h",
 				"poll_interval": "500ms", "lease": "1m", "nack_delay": "5s"}}`, nil},
-		{"https endpoint with a CA", `{"endpoint": "https://minio.local:9000", ` + b + `, "tls": {"ca_file": "` + writeCA(t, dir) + `"}}`, nil},
+		{"https endpoint with a CA", `{"endpoint": "https://minio.local:9000", ` + b + `, "tls": {"ca_file": "` + testpki.NewCA(t, "test CA").File + `"}}`, nil},
 	}
 	for _, tc := range tests {
 		adaptertest.CheckConfigErrors(t, tc.name, tc.config, tc.keys, func() plugins.Adapter { return s3.New(nil) })
@@ -123,27 +116,4 @@ func TestParseByteSize(t *testing.T) {
 			t.Errorf("ByteSize(%d) = %q, want %q", v, got, want)
 		}
 	}
-}
-
-// writeCA writes a self-signed CA certificate in PEM.
-func writeCA(t testing.TB, dir string) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

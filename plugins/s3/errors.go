@@ -2,6 +2,7 @@ package s3
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -54,8 +55,12 @@ func inspect(err error) s3Error {
 
 // rootCause is the most telling part of an error that got no answer:
 // the network's own words ("dial tcp 127.0.0.1:9000: connect: connection
-// refused") rather than the SDK's layers around them.
+// refused") rather than the SDK's layers around them, or, for a server
+// certificate the client refused, what to do about it.
 func rootCause(err error) string {
+	if why := certProblem(err); why != "" {
+		return why
+	}
 	var ne *net.OpError
 	if errors.As(err, &ne) {
 		return ne.Error()
@@ -69,6 +74,28 @@ func rootCause(err error) string {
 		return oe.Err.Error()
 	}
 	return err.Error()
+}
+
+// certProblem says why the server's certificate was refused and which
+// setting fixes it, "" if err is not about the certificate or the x509
+// error says enough (an expired certificate). The bare x509 error names
+// neither the adapter's setting nor the CA it wants, and a private CA
+// missing from tls.ca_file is the common case.
+func certProblem(err error) string {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &unknown):
+		issuer := ""
+		if unknown.Cert != nil {
+			issuer = fmt.Sprintf(" (%q)", unknown.Cert.Issuer.String())
+		}
+		return fmt.Sprintf("the server's certificate is not trusted: %v; set tls.ca_file to a PEM file holding the certificate of the CA that issued it%s",
+			unknown, issuer)
+	case errors.As(err, &host):
+		return fmt.Sprintf("the server's certificate does not match the endpoint: %v; use a host name or address in endpoint that the certificate holds", host)
+	}
+	return ""
 }
 
 func (e s3Error) String() string {

@@ -69,6 +69,21 @@ func serverConfig(srv *s3test.Server, more obj) obj {
 // configured with cfg (marshalled to JSON).
 func startAdapter(t testing.TB, cfg any) (*host.Manager, plugins.Adapter) {
 	t.Helper()
+	m, err := launchAdapter(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad, err := m.Adapter("objects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, ad
+}
+
+// launchAdapter is startAdapter for a test that expects the adapter to
+// refuse cfg: it returns what the host's Start returned.
+func launchAdapter(t testing.TB, cfg any) (*host.Manager, error) {
+	t.Helper()
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -81,14 +96,7 @@ func startAdapter(t testing.TB, cfg any) (*host.Manager, plugins.Adapter) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = m.Close() })
-	if err := m.Start(t.Context(), host.Spec{Name: "objects", Builtin: "s3", Config: raw}); err != nil {
-		t.Fatal(err)
-	}
-	ad, err := m.Adapter("objects")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, ad
+	return m, m.Start(t.Context(), host.Spec{Name: "objects", Builtin: "s3", Config: raw})
 }
 
 func adapterPID(m *host.Manager) int {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mulegate/mulegate/internal/testpki"
 	"github.com/mulegate/mulegate/plugins"
 	"github.com/mulegate/mulegate/plugins/smtp"
 	"github.com/mulegate/mulegate/plugins/smtp/internal/mailpittest"
@@ -481,7 +482,7 @@ func TestPayloadMustArriveWhole(t *testing.T) {
 // implicit TLS; AUTH PLAIN over TLS; an unknown CA is unreachable, not a
 // reason to reject bundles.
 func TestTLS(t *testing.T) {
-	ca, cert, key := writeTLSFiles(t, t.TempDir())
+	ca, cert, key := testpki.Files(t)
 	starttls := mailpittest.Start(t, "--smtp-tls-cert", cert, "--smtp-tls-key", key, "--smtp-require-starttls")
 	implicit := mailpittest.Start(t, "--smtp-tls-cert", cert, "--smtp-tls-key", key, "--smtp-require-tls")
 	plain := mailpittest.Start(t)

@@ -2,111 +2,17 @@ package smtp_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
 	netsmtp "net/smtp"
 	"net/textproto"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/mulegate/mulegate/internal/testpki"
 )
-
-// testCA is a throwaway certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool // holds only this CA: a client that trusts it and nothing else
-}
-
-func newTestCA(t testing.TB, name string) testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randomSerial(t),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true, // it signs only the server's certificate
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return testCA{cert: cert, key: key, pool: pool}
-}
-
-// issueServerCert signs a server certificate for 127.0.0.1 and localhost
-// (not a CA itself, unlike writeTLSFiles's, so that the client has to
-// build a chain to the CA) and writes it and its key as PEM files in dir.
-func (ca testCA) issueServerCert(t testing.TB, dir string) (leaf *x509.Certificate, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: randomSerial(t),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if leaf, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile = filepath.Join(dir, "server.pem")
-	keyFile = filepath.Join(dir, "server.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return leaf, certFile, keyFile
-}
-
-func randomSerial(t testing.TB) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // ehloFeatures is what an EHLO reply advertised, of what these tests
 // look at.
@@ -208,14 +114,14 @@ func textReply(err error) (stage string, code int, msg string) {
 // way to answer it ourselves would be to advertise AUTH in the clear. The
 // cases below hold all of this in place.
 func TestInboundStartTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t, "mulegate test CA")
-	leaf, certFile, keyFile := ca.issueServerCert(t, dir)
-	stranger := newTestCA(t, "some other CA")
+	ca := testpki.NewCA(t, "mulegate test CA")
+	srvCert := ca.IssueServer(t, "127.0.0.1", "::1", "localhost")
+	leaf, certFile, keyFile := srvCert.Cert, srvCert.CertFile, srvCert.KeyFile
+	stranger := testpki.NewCA(t, "some other CA")
 	login := netsmtp.PlainAuth("", "field", "s3cret", "127.0.0.1")
 
 	trusting := func(name string) *tls.Config {
-		return &tls.Config{RootCAs: ca.pool, ServerName: name, MinVersion: tls.VersionTLS12}
+		return &tls.Config{RootCAs: ca.Pool, ServerName: name, MinVersion: tls.VersionTLS12}
 	}
 	isUnknownAuthority := func(err error) bool {
 		var ua x509.UnknownAuthorityError
@@ -244,7 +150,7 @@ func TestInboundStartTLS(t *testing.T) {
 	}{
 		{name: "trusts the CA, verifies 127.0.0.1", tls: trusting("127.0.0.1")},
 		{name: "trusts the CA, verifies localhost", tls: trusting("localhost")},
-		{name: "trusts another CA", tls: &tls.Config{RootCAs: stranger.pool, ServerName: "127.0.0.1"}, fail: "STARTTLS", is: isUnknownAuthority},
+		{name: "trusts another CA", tls: &tls.Config{RootCAs: stranger.Pool, ServerName: "127.0.0.1"}, fail: "STARTTLS", is: isUnknownAuthority},
 		{name: "trusts the system's roots", tls: &tls.Config{ServerName: "127.0.0.1"}, fail: "STARTTLS", is: isUntrustedBySystem},
 		{name: "trusts the CA, expects another name", tls: trusting("mx.example.org"), fail: "STARTTLS", is: isWrongName},
 		{name: "plain, no AUTH configured: accepted (RFC 3207)"},
@@ -318,7 +224,7 @@ func TestInboundStartTLS(t *testing.T) {
 				if len(st.PeerCertificates) == 0 || !st.PeerCertificates[0].Equal(leaf) {
 					t.Fatal("the server did not present the configured certificate")
 				}
-				if len(st.VerifiedChains) == 0 || !st.VerifiedChains[0][len(st.VerifiedChains[0])-1].Equal(ca.cert) {
+				if len(st.VerifiedChains) == 0 || !st.VerifiedChains[0][len(st.VerifiedChains[0])-1].Equal(ca.Cert) {
 					t.Fatal("the server's certificate was not verified up to the test CA")
 				}
 			}

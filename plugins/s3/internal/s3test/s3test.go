@@ -2,14 +2,17 @@
 // versitygw process (the binary scripts/test-servers installs, run by
 // servertest) serving a temporary directory over loopback, on a fixed
 // port and directory, so that a test can kill the server and start it
-// again.
+// again. It speaks plain HTTP, or HTTPS (NewTLSServer) with a
+// certificate from a throwaway CA made for the test.
 package s3test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/mulegate/mulegate/internal/servertest"
+	"github.com/mulegate/mulegate/internal/testpki"
 )
 
 // The root credentials every test server takes.
@@ -34,6 +38,9 @@ type Server struct {
 	*servertest.Process // Dir, PID, Kill
 	t                   testing.TB
 	port                int
+	ca                  *testpki.CA    // nil: plain HTTP
+	cert                testpki.Server // the server's, signed by ca
+	http                *http.Client   // for Client: nil for plain HTTP, else trusting ca
 }
 
 // NewServer prepares a versitygw on a free port with a temporary
@@ -46,6 +53,25 @@ func NewServer(t testing.TB) *Server {
 	return &Server{Process: servertest.NewProcess(t, "versitygw"), t: t, port: servertest.FreePort(t)}
 }
 
+// NewTLSServer is NewServer for a server that speaks HTTPS only, with a
+// certificate for 127.0.0.1 (not localhost) signed by a CA made for the
+// test (CAFile). Its URL is https://…, and its Client trusts that CA.
+func NewTLSServer(t testing.TB) *Server {
+	t.Helper()
+	s := NewServer(t)
+	// For 127.0.0.1 only, so that a test reaching the server as
+	// localhost sees a name the certificate does not hold.
+	s.ca = testpki.NewCA(t, "mulegate s3test CA")
+	s.cert = s.ca.IssueServer(t, "127.0.0.1")
+	// One transport for the server's life, so that clients share its
+	// connections as they share http.DefaultTransport's over plain HTTP.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: s.ca.Pool, MinVersion: tls.VersionTLS12}
+	t.Cleanup(tr.CloseIdleConnections)
+	s.http = &http.Client{Transport: tr}
+	return s
+}
+
 // StartServer starts a fresh server with one bucket.
 func StartServer(t testing.TB, bucket string) *Server {
 	t.Helper()
@@ -55,8 +81,33 @@ func StartServer(t testing.TB, bucket string) *Server {
 	return s
 }
 
-// URL is the server's endpoint.
-func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port) }
+// StartTLSServer starts a fresh HTTPS server (NewTLSServer) with one
+// bucket.
+func StartTLSServer(t testing.TB, bucket string) *Server {
+	t.Helper()
+	s := NewTLSServer(t)
+	s.Start()
+	s.CreateBucket(bucket)
+	return s
+}
+
+// URL is the server's endpoint: https:// for a TLS server.
+func (s *Server) URL() string {
+	scheme := "http"
+	if s.ca != nil {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.port)
+}
+
+// CAFile is the PEM file of the CA that signed a TLS server's
+// certificate, "" for a plain HTTP server.
+func (s *Server) CAFile() string {
+	if s.ca == nil {
+		return ""
+	}
+	return s.ca.File
+}
 
 // Start runs versitygw and waits until it answers. Kill stops it
 // abruptly, as a crash would; Start starts it again on the same port and
@@ -64,19 +115,26 @@ func (s *Server) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", s.port
 func (s *Server) Start() {
 	s.t.Helper()
 	client := s.Client()
+	args := []string{"--access", AccessKey, "--secret", SecretKey, "--region", Region,
+		"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--quiet"}
+	if s.ca != nil {
+		args = append(args, "--cert", s.cert.CertFile, "--key", s.cert.KeyFile)
+	}
+	// Ready once a client that trusts the CA gets an answer: the
+	// handshake works as well as the listener.
 	s.Run(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
 		return err
-	}, "--access", AccessKey, "--secret", SecretKey, "--region", Region,
-		"--port", fmt.Sprintf("127.0.0.1:%d", s.port), "--quiet", "posix", s.Dir())
+	}, append(args, "posix", s.Dir())...)
 }
 
 // Client is a plain SDK client for the server, for a test to look at the
-// bucket with. It retries nothing, so that a test sees what happened.
+// bucket with; for a TLS server, it trusts the test's CA (and no other).
+// It retries nothing, so that a test sees what happened.
 func (s *Server) Client() *s3.Client {
-	return s3.New(s3.Options{
+	o := s3.Options{
 		Region:           Region,
 		BaseEndpoint:     aws.String(s.URL()),
 		UsePathStyle:     true,
@@ -85,7 +143,11 @@ func (s *Server) Client() *s3.Client {
 		// Tests stream large generated bodies; their own reads check the
 		// bytes.
 		DisableLogOutputChecksumValidationSkipped: true,
-	})
+	}
+	if s.http != nil {
+		o.HTTPClient = s.http
+	}
+	return s3.New(o)
 }
 
 // CreateBucket creates a bucket.
