@@ -381,7 +381,11 @@ func (s *grpcServer) Check(ctx context.Context, _ *adapterpb.CheckRequest) (*ada
 		if errors.Is(err, ErrNotConfigured) || errors.Is(err, ErrUnsupported) {
 			return nil, toStatus(err)
 		}
-		return &adapterpb.CheckResponse{Ok: false, Detail: err.Error()}, nil
+		// ok=false already says unreachable, and the node's client
+		// says it again in words: a Go adapter's ErrUnreachable prefix
+		// would make it twice.
+		detail := strings.TrimPrefix(err.Error(), ErrUnreachable.Error()+": ")
+		return &adapterpb.CheckResponse{Ok: false, Detail: detail}, nil
 	}
 	return &adapterpb.CheckResponse{Ok: true}, nil
 }

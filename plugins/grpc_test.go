@@ -42,6 +42,8 @@ type recorder struct {
 	calls    atomic.Int64
 	// deliver, if set, replaces the default behaviour.
 	deliver func(ctx context.Context, m Meta, r io.Reader) Result
+	// checkErr is what Check answers.
+	checkErr error
 }
 
 func newRecorder() *recorder {
@@ -52,7 +54,7 @@ func (a *recorder) Describe(context.Context) (Description, error) {
 	return Description{Name: "recorder", Deliver: true}, nil
 }
 func (a *recorder) Configure(context.Context, json.RawMessage) error { return nil }
-func (a *recorder) Check(context.Context) error                      { return nil }
+func (a *recorder) Check(context.Context) error                      { return a.checkErr }
 func (a *recorder) Fetch(context.Context, FetchRequest, func(Inbound) error) error {
 	return ErrUnsupported
 }
@@ -150,6 +152,41 @@ func payloadOf(n int, seed uint64) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+// TestCheckAcrossTheBoundary: what Check says reaches the node as the
+// adapter said it, matched by the contract's errors, and an unreachable
+// service is not called unreachable twice.
+func TestCheckAcrossTheBoundary(t *testing.T) {
+	tests := []struct {
+		name    string
+		err     error
+		is      error  // nil: Check succeeds
+		message string // the whole message the node gets
+	}{
+		{"reachable", nil, nil, ""},
+		{"unreachable", fmt.Errorf("%w: connection refused", ErrUnreachable), ErrUnreachable, "service unreachable: connection refused"},
+		{"plain error", errors.New("bucket missing"), ErrUnreachable, "service unreachable: bucket missing"},
+		{"not configured", ErrNotConfigured, ErrNotConfigured, ""},
+	}
+	for _, su := range setups {
+		for _, tc := range tests {
+			t.Run(su.name+"/"+tc.name, func(t *testing.T) {
+				rec := newRecorder()
+				rec.checkErr = tc.err
+				c, _ := connect(t, su, rec)
+				err := c.Check(t.Context())
+				switch {
+				case tc.is == nil && err != nil:
+					t.Fatalf("Check = %v, want nil", err)
+				case tc.is != nil && !errors.Is(err, tc.is):
+					t.Fatalf("Check = %v, want %v", err, tc.is)
+				case tc.message != "" && err.Error() != tc.message:
+					t.Errorf("Check says %q, want %q", err, tc.message)
+				}
+			})
+		}
+	}
 }
 
 func TestDeliverRoundTrip(t *testing.T) {
