@@ -116,3 +116,95 @@ func TestSendErrorBacksOff(t *testing.T) {
 		})
 	}
 }
+
+// recordingSession keeps the summaries a contact sends.
+type recordingSession struct {
+	failingSession
+	sent []control.Summary
+}
+
+func (s *recordingSession) Send(_ context.Context, _ *bundle.Bundle, payload io.Reader) error {
+	data, err := io.ReadAll(payload)
+	if err != nil {
+		return err
+	}
+	rec, err := bundle.UnmarshalAdminRecord(data)
+	if err != nil {
+		return err
+	}
+	sum, err := control.UnmarshalSummary(rec.Content)
+	if err != nil {
+		return err
+	}
+	s.sent = append(s.sent, sum)
+	return nil
+}
+
+// TestLostFullSummaryIsAskedFor: deltas alone cannot stand for a full
+// summary that never arrived (it came before this side of the contact was
+// ready, say). From an epoch's second delta on, the contact asks for a
+// full one, and stops asking once it has it; asked, a contact sends a
+// full summary at once.
+func TestLostFullSummaryIsAskedFor(t *testing.T) {
+	n := memNode(t, mem.NewNetwork(), "a", nil)
+	ctx := context.Background()
+	peer := bundle.MustParseEID("dtn://p/")
+	sess := &recordingSession{failingSession: failingSession{peer: peer, done: make(chan struct{})}}
+	c := &contact{
+		n: n, peer: peer, dest: "peer:" + peer.String(), log: zap.NewNop(), ctx: ctx, cancel: func() {},
+		sess: sess, sent: map[control.Digest]bundle.ID{}, sending: map[control.Digest]bool{},
+		noticesSent: map[string]bool{}, fullNow: make(chan struct{}, 1),
+	}
+	last := func() control.Summary {
+		t.Helper()
+		c.sendSummary(ctx, false)
+		if len(sess.sent) == 0 {
+			t.Fatal("no summary sent")
+		}
+		return sess.sent[len(sess.sent)-1]
+	}
+
+	// The first delta of an unknown epoch may have overtaken its full
+	// summary: wait for it.
+	c.applySummary(ctx, control.Summary{Epoch: 7, Seq: 1})
+	if s := last(); s.WantFull {
+		t.Fatal("asked for a full summary after one delta; the full one may still be on its way")
+	}
+	// The second: it is lost. Ask, in every summary until it comes.
+	c.applySummary(ctx, control.Summary{Epoch: 7, Seq: 2})
+	for range 2 {
+		if s := last(); !s.WantFull {
+			t.Fatalf("summary %+v does not ask for the full summary it lacks", s)
+		}
+	}
+	c.applySummary(ctx, control.Summary{Epoch: 8, Full: true})
+	before := len(sess.sent)
+	for range 3 {
+		c.sendSummary(ctx, false) // may send nothing: nothing changed
+	}
+	for _, s := range sess.sent[before:] {
+		if s.WantFull {
+			t.Fatal("still asking for a full summary after one arrived")
+		}
+	}
+
+	// Asked by the peer: the contact's loop is woken, and the next summary
+	// is full, in a new epoch, even though nothing changed.
+	epoch := sess.sent[len(sess.sent)-1].Epoch
+	c.applySummary(ctx, control.Summary{Epoch: 8, Seq: 1, WantFull: true})
+	select {
+	case <-c.fullNow:
+	default:
+		t.Fatal("the peer's request did not wake the summary loop")
+	}
+	if s := last(); !s.Full || s.Epoch == epoch {
+		t.Fatalf("after the peer asked: %+v, want a full summary of a new epoch", s)
+	}
+	before = len(sess.sent)
+	c.sendSummary(ctx, false)
+	for _, s := range sess.sent[before:] {
+		if s.Full {
+			t.Fatal("a second full summary, though the peer asked once")
+		}
+	}
+}
