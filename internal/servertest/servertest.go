@@ -9,11 +9,13 @@ package servertest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -23,27 +25,88 @@ import (
 // rather than skipping it.
 const EnvToolsBin = "MULEGATE_TOOLS_BIN"
 
-// FreePort returns a loopback TCP port nobody listens on right now.
+// FreePort returns a loopback port, free for TCP and UDP, that no other
+// test of this machine is given until this test ends.
+//
+// A port the kernel picks (listening on port 0) is free only at that
+// moment: when a test starts its server later (a test that starts with
+// the server down waits seconds), another test process may have been
+// given the same port by the kernel for a server of its own, and the
+// node under test talks to the wrong server. (That happened: a node
+// published to another test's NATS.) So ports come from outside the
+// kernel's ephemeral range, which it never hands out for port 0, and
+// each is held by a lock file for the test's life, which keeps the other
+// test processes off it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	lo, hi := reservedRange()
+	for range 1000 {
+		port := lo + rand.IntN(hi-lo)
+		if lockPort(t, port) {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free loopback port in %d-%d after 1000 tries", lo, hi)
+	return 0
 }
 
-// FreeUDP returns a loopback UDP address ("127.0.0.1:PORT") nobody
-// listens on right now.
+// FreeUDP is FreePort as a UDP address, "127.0.0.1:PORT".
 func FreeUDP(t testing.TB) string {
 	t.Helper()
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+}
+
+// reservedRange is the ports FreePort picks from: below the kernel's
+// ephemeral range (/proc/sys/net/ipv4/ip_local_port_range, by default
+// 32768-60999), and above the well-known and common ones.
+func reservedRange() (lo, hi int) {
+	lo, hi = 10000, 32768
+	if data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var first, last int
+		if _, err := fmt.Sscan(string(data), &first, &last); err == nil {
+			switch {
+			case first > lo+1000:
+				hi = first
+			case last < 64535:
+				lo, hi = last+1, 65536
+			}
+		}
 	}
-	defer c.Close()
-	return c.LocalAddr().String()
+	return lo, hi
+}
+
+// lockPort takes port for the test if no other test holds it and nothing
+// listens on it, for TCP or UDP.
+func lockPort(t testing.TB, port int) bool {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "mulegate-test-ports")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatalf("locking a test port: %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%d.lock", port)), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("locking a test port: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false // another test holds it
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		f.Close()
+		return false
+	}
+	l.Close()
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		f.Close()
+		return false
+	}
+	c.Close()
+	// Closing the file releases the lock; the file stays for the next.
+	t.Cleanup(func() { f.Close() })
+	return true
 }
 
 // Lookup finds the program name in $MULEGATE_TOOLS_BIN, on $PATH, or in
