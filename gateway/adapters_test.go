@@ -391,9 +391,10 @@ func TestAdapterMetrics(t *testing.T) {
 		{"mulegate_store_bytes", map[string]string{"kind": "used"}, count * size},
 		{"mulegate_store_bundles", map[string]string{"kind": "bundles"}, count},
 	} {
-		if v := gaugeWith(n, m.name, m.labels); v < m.min {
-			t.Errorf("%s%v = %v with %d bundles of %d bytes queued; want at least %v", m.name, m.labels, v, count, size, m.min)
-		}
+		// Routing (which makes the queue's records) may finish just after
+		// the send is acknowledged.
+		waitFor(t, fmt.Sprintf("%s%v to reach %v with %d bundles of %d bytes queued", m.name, m.labels, m.min, count, size),
+			func() bool { return gaugeWith(n, m.name, m.labels) >= m.min })
 	}
 	for _, kind := range []string{"partials", "reserved", "quota"} {
 		if !hasSeries(n, "mulegate_store_bytes", map[string]string{"kind": kind}) {
@@ -680,7 +681,13 @@ func TestPoisonInboundMessage(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(inbox, poison)); !os.IsNotExist(err) {
 					t.Errorf("the poison is still in the inbox: %v", err)
 				}
-				if v := gaugeWith(n, "mulegate_adapter_inbound_refused_total", map[string]string{"adapter": "files", "class": "fatal", "action": "reject"}); v != 1 {
+				// Counted once Reject has returned, which may be after the
+				// adapter moved the file.
+				refusedRejected := func() float64 {
+					return gaugeWith(n, "mulegate_adapter_inbound_refused_total", map[string]string{"adapter": "files", "class": "fatal", "action": "reject"})
+				}
+				waitFor(t, "the rejection to be counted", func() bool { return refusedRejected() >= 1 })
+				if v := refusedRejected(); v != 1 {
 					t.Errorf("inbound refused {fatal, reject} = %v; want 1", v)
 				}
 			} else {
