@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -98,9 +99,11 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 	if v := a.metric(t, "mulegate_payload_bytes_received_total", map[string]string{"door": "api"}); v < size {
 		t.Errorf("A: mulegate_payload_bytes_received_total{door=api} = %v", v)
 	}
-	if v := a.metric(t, "mulegate_api_requests_total", map[string]string{"route": "send", "code": "201"}); v != 1 {
-		t.Errorf("A: mulegate_api_requests_total{route=send,code=201} = %v", v)
-	}
+	// A request is counted once its handler returns, which may be after
+	// the client has its answer.
+	eventually(t, 10*time.Second, "A: mulegate_api_requests_total{route=send,code=201} = 1", func() bool {
+		return a.metric(t, "mulegate_api_requests_total", map[string]string{"route": "send", "code": "201"}) == 1
+	})
 
 	// 2. The mule picks it up; then A goes away.
 	eventually(t, 60*time.Second, "the mule never got the bundle", func() bool {
@@ -154,9 +157,9 @@ func TestCLIMuleCarries200MiB(t *testing.T) {
 		{c, "mulegate_bundles_delivered_total", map[string]string{"to": "local"}},
 		{c, "mulegate_api_requests_total", map[string]string{"route": "ack", "code": "200"}},
 	} {
-		if v := check.n.metric(t, check.metric, check.labels); v < 1 {
-			t.Errorf("%s: %s%v = %v, want ≥ 1", check.n.Name, check.metric, check.labels, v)
-		}
+		eventually(t, 10*time.Second, fmt.Sprintf("%s: %s%v ≥ 1", check.n.Name, check.metric, check.labels), func() bool {
+			return check.n.metric(t, check.metric, check.labels) >= 1
+		})
 	}
 	if v := c.metric(t, "mulegate_payload_bytes_received_total", map[string]string{"door": "peer"}); v < size {
 		t.Errorf("C: payload bytes received from peers = %v, want ≥ %d", v, size)
