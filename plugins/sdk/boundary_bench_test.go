@@ -95,7 +95,7 @@ func BenchmarkBoundary(b *testing.B) {
 	ad, pid := startNull(b, "null")
 	for _, size := range []int{0, 1 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 10 << 20} {
 		for _, conc := range []int{1, 64} {
-			b.Run(fmt.Sprintf("%s/inflight=%d", sizeName(size), conc), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/inflight=%d", benchtest.SizeName(size), conc), func(b *testing.B) {
 				deliverAll(b, ad, pid, size, conc)
 			})
 		}
@@ -116,7 +116,7 @@ func BenchmarkBoundarySession(b *testing.B) {
 	stream, streamPID := startNull(b, "null-stream")
 	for _, size := range []int{1 << 10, 16 << 10} {
 		for _, conc := range []int{1, 64} {
-			name := fmt.Sprintf("%s/inflight=%d", sizeName(size), conc)
+			name := fmt.Sprintf("%s/inflight=%d", benchtest.SizeName(size), conc)
 			var sessionRate float64
 			b.Run(name+"/session", func(b *testing.B) {
 				sessionRate = deliverAll(b, session, sessionPID, size, conc)
@@ -182,14 +182,4 @@ func deliverAll(b *testing.B, ad plugins.Adapter, pid, size, conc int) float64 {
 		}
 		return nil
 	})
-}
-
-func sizeName(n int) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%dMiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%dKiB", n>>10)
-	}
-	return fmt.Sprintf("%dB", n)
 }
