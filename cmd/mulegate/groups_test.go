@@ -281,17 +281,5 @@ func logHas(t *testing.T, n *testNode, msg, id string) bool {
 // and returns its bytes.
 func recvOne(t *testing.T, ctx context.Context, n *testNode, ep bundle.EID) []byte {
 	t.Helper()
-	out := t.TempDir()
-	rctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	n.mustMG(t, rctx, nil, "recv", "--endpoint", ep.String(), "--follow", "--count", "1", "--out", out)
-	entries, err := os.ReadDir(out)
-	if err != nil || len(entries) != 1 {
-		t.Fatalf("recv on %s wrote %v (%v), want one file", n.Name, entries, err)
-	}
-	got, err := os.ReadFile(filepath.Join(out, entries[0].Name()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
+	return n.RecvOne(t, ctx, ep.String(), 45*time.Second)
 }

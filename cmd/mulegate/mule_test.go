@@ -70,16 +70,7 @@ func TestMuleScenario(t *testing.T) {
 
 			a.Stop(t)
 			c.Start(t, m)
-			out := t.TempDir()
-			c.mustMG(t, ctx, nil, "recv", "--endpoint", "dtn://c/inbox", "--follow", "--count", "1", "--out", out)
-			entries, err := os.ReadDir(out)
-			if err != nil || len(entries) != 1 {
-				t.Fatalf("recv wrote %v (%v), want one file", entries, err)
-			}
-			got, err := os.ReadFile(filepath.Join(out, entries[0].Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := c.RecvOne(t, ctx, "dtn://c/inbox", time.Minute)
 			if sha256.Sum256(got) != sha256.Sum256(payload) {
 				t.Fatal("C received different bytes")
 			}

@@ -266,3 +266,33 @@ func Env() []string {
 	}
 	return env
 }
+
+// RecvOne waits (up to within) for one payload at the node's endpoint
+// with `mulegate recv --follow --count 1`, and returns its bytes.
+func (n *Node) RecvOne(t *testing.T, ctx context.Context, endpoint string, within time.Duration) []byte {
+	t.Helper()
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	if r := n.CLI(ctx, nil, "recv", "--endpoint", endpoint, "--follow", "--count", "1", "--out", out); r.Err != nil {
+		t.Fatalf("recv on %s: %v\n%s", n.Name, r.Err, r.Stderr)
+	}
+	entries, err := os.ReadDir(out)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("recv on %s wrote %v (%v), want one file", n.Name, entries, err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, entries[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// WaitHolds waits (up to within) until the node holds the bundle id.
+func (n *Node) WaitHolds(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	servertest.Eventually(t, within, n.Name+" holds "+id, func() error {
+		_, err := n.Client(t).Bundle(t.Context(), id)
+		return err
+	})
+}

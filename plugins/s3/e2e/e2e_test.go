@@ -8,13 +8,10 @@ package e2e_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -107,10 +104,7 @@ func TestE2EBundleThroughMuleLandsInS3(t *testing.T) {
 
 	// The mule meets A, takes the bundle, and leaves; A goes away.
 	m.Start(t, a)
-	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
-		_, err := m.Client(t).Bundle(t.Context(), id)
-		return err
-	})
+	m.WaitHolds(t, id, 60*time.Second)
 	a.Stop(t)
 	if keys := srv.Keys(bucket, ""); len(keys) != 0 {
 		t.Fatalf("objects before the gateway ever saw the bundle: %q", keys)
@@ -189,26 +183,10 @@ func TestE2EInboundObjectThroughMule(t *testing.T) {
 	}
 
 	m.Start(t, g)
-	eventually(t, 60*time.Second, "the mule holds the bundle", func() error {
-		_, err := m.Client(t).Bundle(t.Context(), id)
-		return err
-	})
+	m.WaitHolds(t, id, 60*time.Second)
 	g.Stop(t)
 	c.Start(t, m)
-	out := filepath.Join(t.TempDir(), "received")
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	defer cancel()
-	if r := c.CLI(ctx, nil, "recv", "--endpoint", c.ID()+"inbox", "--follow", "--count", "1", "--out", out); r.Err != nil {
-		t.Fatalf("recv on C: %v\n%s", r.Err, r.Stderr)
-	}
-	files, err := os.ReadDir(out)
-	if err != nil || len(files) != 1 {
-		t.Fatalf("received %d files (%v), want 1", len(files), err)
-	}
-	got, err := os.ReadFile(filepath.Join(out, files[0].Name()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := c.RecvOne(t, t.Context(), c.ID()+"inbox", 90*time.Second)
 	if sha256.Sum256(got) != sha256.Sum256(body) {
 		t.Fatalf("C received %d bytes that differ from the %d put", len(got), len(body))
 	}
